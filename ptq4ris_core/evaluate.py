@@ -1,0 +1,37 @@
+"""Batched evaluation of a RIS model on a split of generated scenes, scored by expression kind."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .data.torch_dataset import SceneDataset, collate
+from .metrics import RISScores
+from .models import Preprocessor
+
+
+@torch.no_grad()
+def predict_masks(model, pre: Preprocessor, images, texts, bf16: bool = False) -> torch.Tensor:
+    """(B, S, S, 3) uint8 at the model's size + sentences → (B, S, S) bool masks."""
+    ids, m = pre.texts(texts)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(pre.images(images), ids, m)
+    return logits.float().argmax(1).bool()
+
+
+def evaluate_model(model, split: str = "test", limit: int = 1000, batch: int = 32, seed: int = 0,
+                   bf16: bool = False, progress: bool = True, pre: Preprocessor | None = None,
+                   scores: RISScores | None = None) -> dict:
+    """Scores on the first ``limit`` scenes of ``split`` (the same scenes every time)."""
+    pre = pre or Preprocessor(model.cfg)
+    data = SceneDataset(split, limit, model.cfg.image_size, seed=seed)
+    scores = scores if scores is not None else RISScores()
+    was_training = model.training
+    model.eval()
+    for b in tqdm(DataLoader(data, batch_size=batch, collate_fn=collate), desc=f"eval {split}",
+                  unit="batch", disable=not progress, dynamic_ncols=True):
+        pred = predict_masks(model, pre, b["image"], b["text"], bf16)
+        for p, g, k in zip(pred.numpy(), b["mask"].numpy(), b["kind"]):
+            scores.add(p, g, k)
+    model.train(was_training)
+    return scores.summary()

@@ -1,0 +1,124 @@
+"""One-shot referring segmentation with a PyTorch model: any RGB image, one sentence, one mask.
+
+``Segmenter.segment(image, text) -> (mask, score)`` is the same call that the quantized engine
+offers, so callers (CLI, ROS node, bag evaluation) do not care which one they hold.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+from .models import Preprocessor, RISModel
+
+log = logging.getLogger(__name__)
+MAX_COMMAND_CHARS = 2000
+
+
+def check_command(text) -> str:
+    """A usable command, or an InputError saying why not."""
+    if not isinstance(text, str):
+        raise InputError(f"the command must be text, got {type(text).__name__}")
+    text = " ".join(text.split())
+    if not text:
+        raise InputError("the command is empty or blank; give a referring expression such as 'the red circle on the left'")
+    if len(text) > MAX_COMMAND_CHARS:
+        log.warning("command of %d characters cut to %d", len(text), MAX_COMMAND_CHARS)
+        text = text[:MAX_COMMAND_CHARS]
+    return text
+
+
+def check_image(image) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB array; greyscale and RGBA arrays are converted, anything else refused."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"the image must be a NumPy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InputError(f"the image must be uint8 RGB, got dtype {image.dtype}; convert with (img*255).astype(np.uint8) if it is float in [0, 1]")
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise InputError(f"the image must be HxWx3 (RGB), HxW (grey) or HxWx4 (RGBA), got shape {image.shape}")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    if image.shape[2] == 4:
+        image = image[..., :3]
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError(f"the image is empty (shape {image.shape})")
+    return np.ascontiguousarray(image)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read any image file PIL knows as RGB uint8, with a clear error for missing or corrupt files."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            if im.mode != "RGB":
+                log.warning("converting %s image %s to RGB", im.mode, path)
+            return np.asarray(im.convert("RGB"))
+    except Image.DecompressionBombError as e:
+        raise InputError(f"{path} is too large to decode safely ({e}); downscale it first") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"cannot read {path} as an image ({e}); is it a complete PNG or JPEG?") from e
+
+
+def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
+    if image.shape[:2] == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+def mask_and_score(logits: torch.Tensor, height: int, width: int) -> tuple[np.ndarray, float]:
+    """(1, 2, S, S) logits → mask (H, W) uint8 0/255 at the image's size, and a confidence score.
+
+    The score is the mean foreground probability over the predicted mask (0 when it is empty).
+    """
+    logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+    prob = logits.softmax(1)[0, 1]
+    mask = prob > 0.5
+    score = float(prob[mask].mean()) if bool(mask.any()) else 0.0
+    return mask.numpy().astype(np.uint8) * 255, score
+
+
+class Segmenter:
+    """PyTorch inference with a per-command text cache (the command changes rarely)."""
+
+    def __init__(self, model: RISModel):
+        self.model = model.eval()
+        self.pre = Preprocessor(model.cfg)
+        self._cached_text, self._cached_words = None, None
+        self.text_encodes = 0
+
+    def text_features(self, text: str):
+        text = check_command(text)
+        if text != self._cached_text:
+            ids, m = self.pre.texts([text])
+            if int(m.sum()) >= self.model.cfg.max_tokens and len(self.pre.tokenizer(text)["input_ids"]) > self.model.cfg.max_tokens:
+                log.warning("command is longer than %d tokens; the rest is ignored", self.model.cfg.max_tokens)
+            with torch.no_grad():
+                self._cached_words = (self.model.text_encoder(ids, m), m)
+            self._cached_text = text
+            self.text_encodes += 1
+        return self._cached_words
+
+    @torch.no_grad()
+    def segment(self, image: np.ndarray, text: str) -> tuple[np.ndarray, float]:
+        image = check_image(image)
+        words, m = self.text_features(text)
+        x = self.pre.images(resize_rgb(image, self.model.cfg.image_size)[None])
+        logits = self.model.segment_features(x, words, m)
+        return mask_and_score(logits, image.shape[0], image.shape[1])
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, colour=(0, 255, 80), alpha: float = 0.5) -> np.ndarray:
+    """The mask drawn over the image in a translucent colour."""
+    out = image.astype(np.float32).copy()
+    m = mask > 0
+    out[m] = (1 - alpha) * out[m] + alpha * np.array(colour, np.float32)
+    return out.astype(np.uint8)

@@ -1,0 +1,24 @@
+import os
+
+# Everything loads offline; a test that tried the network would hang or fail here.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pretrained_text():
+    from ptq4ris_core.models.text_encoder import TextEncoder
+    return TextEncoder.pretrained().eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(pretrained_text):
+    """A small random-vision model with the real text encoder: fast, and shaped like the default."""
+    from ptq4ris_core.models import RISConfig, RISModel
+    torch.manual_seed(0)
+    cfg = RISConfig(image_size=64, embed_dim=16, depths=(1, 2, 1, 1), heads=(1, 2, 2, 4), window=4,
+                    decoder_width=16, stem_width=8)
+    return RISModel(cfg, pretrained_text).eval()
