@@ -54,15 +54,25 @@ def _save_png(array, path: Path):
         raise InputError(f"cannot write {path} ({e}); choose a writable .png path") from e
 
 
+def _check_limit(limit, split):
+    from .data import SPLIT_SIZES
+    if not 0 < limit <= SPLIT_SIZES[split]:
+        raise InputError(f"--limit must be between 1 and {SPLIT_SIZES[split]} (the {split} split's size), got {limit}")
+
+
 def cmd_eval(a):
     from .evaluate import evaluate_model
     from .metrics import format_summary
-    from .models import load_model
-    if a.limit <= 0:
-        raise InputError(f"--limit must be positive, got {a.limit}")
-    model = load_model(a.model)
+    _check_limit(a.limit, a.split)
+    if a.quantized:
+        from .calib.saved import load_quantized
+        model, meta = load_quantized(a.quantized)
+        label = f"{a.quantized} ({meta['method']} {meta['bits']})"
+    else:
+        from .models import load_model
+        model, label = load_model(a.model), str(a.model)
     summary = evaluate_model(model, a.split, a.limit, batch=a.batch, seed=a.seed)
-    summary.update({"model": str(a.model), "split": a.split, "seed": a.seed})
+    summary.update({"model": label, "split": a.split, "seed": a.seed})
     print(format_summary(summary))
     _json_out(a.json, summary)
 
@@ -82,6 +92,55 @@ def cmd_segment(a):
     if a.overlay:
         _save_png(overlay(image, mask), outs[1])
     print(f"{outs[0]}: {int((mask > 0).sum())} px, score {score:.3f}" + (f"; overlay {outs[1]}" if a.overlay else ""))
+
+
+def _load_preset(path):
+    import yaml
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"preset {p} not found; presets live in calibration/ (e.g. calibration/W8A8.yaml)")
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"preset {p} is not valid YAML ({e})") from e
+    return d
+
+
+def cmd_calibrate(a):
+    from .calib.calibrate import CalibrationSet, calibrate
+    from .calib.saved import save_quantized
+    from .config import parse_bits
+    from .methods import get_method
+    from .models import load_model
+    from .table import _option
+    preset = _load_preset(a.preset) if a.preset else {}
+    method = a.method or preset.get("method", "ptq4ris")
+    bits = a.bits or preset.get("bits")
+    if not bits:
+        raise InputError("give --bits WxAy (e.g. W8A8) or --preset calibration/W8A8.yaml")
+    w, act = parse_bits(bits)
+    options = dict(preset.get("options") or {}) if method == preset.get("method") else {}
+    options.update(dict(_option(kv) for kv in a.option))
+    cal = preset.get("calibration", {})
+    n = a.calib if a.calib is not None else cal.get("n", 32)
+    seed = a.seed if a.seed is not None else cal.get("seed", 0)
+    try:
+        m = get_method(method, **options)
+    except TypeError as e:
+        raise InputError(f"method {method} does not take these options {options} ({e})") from e
+    model, report = calibrate(load_model(a.model), m, w, act, CalibrationSet(n, seed),
+                              overrides=[tuple(o) for o in preset.get("overrides", [])])
+    out = save_quantized(model, report, a.out, base=a.model)
+    print(f"{out}: {method} W{w}A{act}, {len(report['layers'])} layers, calibrated in {report['seconds']:.1f} s")
+
+
+def cmd_table(a):
+    from .models import load_model
+    from .table import markdown, method_table
+    _check_limit(a.limit, "test")
+    res = method_table(load_model(a.model), [m for m in a.methods.split(",") if m], [b for b in a.bits.split(",") if b],
+                       a.limit, a.calib, a.seed, out=Path(a.out) if a.out else None)
+    print(markdown(res["rows"]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate on the first N scenes of a split (always the same scenes), "
                        "batched, and print mIoU, oIoU and prec@0.5..0.9 overall and per expression kind.")
     e.add_argument("--model", default="default", help="'default' or a .safetensors written by 'ptq4ris train'")
+    e.add_argument("--quantized", help="evaluate a folder written by 'ptq4ris calibrate' instead")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--limit", type=int, default=1000, help="number of scenes (default 1000)")
     e.add_argument("--batch", type=int, default=32)
@@ -126,6 +186,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overlay", help="also write the mask drawn over the image to this PNG")
     s.add_argument("--model", default="default", help="'default' or a .safetensors file")
     s.set_defaults(func=cmd_segment)
+
+    c = sub.add_parser("calibrate", help="quantize a model with a PTQ method (simulated) and save it",
+                       description="Calibrate the model with a post-training quantization method on N image-"
+                       "sentence pairs from the train split, layer by layer, and save it (safetensors + JSON). "
+                       "Methods: rtn, ptq4vit, repqvit, ptq4ris.")
+    c.add_argument("--model", default="default")
+    c.add_argument("--method", help="rtn | ptq4vit | repqvit | ptq4ris (default: the preset's, else ptq4ris)")
+    c.add_argument("--bits", help="WxAy, e.g. W8A8, W6A6, W4A8, W4A4")
+    c.add_argument("--preset", help="a YAML preset from calibration/ (bits, method, options, calibration set)")
+    c.add_argument("--calib", type=int, help="calibration pairs (default 32)")
+    c.add_argument("--seed", type=int, help="which calibration pairs (default 0)")
+    c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="method option, e.g. --option rorq=element --option drq=false (ptq4ris)")
+    c.add_argument("--out", required=True, help="output folder")
+    c.set_defaults(func=cmd_calibrate)
+
+    tb = sub.add_parser("table", help="compare methods x bit settings on the same test scenes, in one run",
+                        description="Calibrate and evaluate every method at every bit setting; FP32 first. "
+                        "Writes OUT.md and OUT.json when --out is given. A method may carry options: "
+                        "'ptq4ris:rorq=element,drq=false'.")
+    tb.add_argument("--model", default="default")
+    tb.add_argument("--methods", default="rtn,ptq4vit,repqvit,ptq4ris")
+    tb.add_argument("--bits", default="W8A8,W6A6,W4A8,W4A4")
+    tb.add_argument("--limit", type=int, default=1000, help="test scenes per cell (default 1000)")
+    tb.add_argument("--calib", type=int, default=32)
+    tb.add_argument("--seed", type=int, default=0)
+    tb.add_argument("--out", help="path stem for the Markdown and JSON, e.g. docs/method_table")
+    tb.set_defaults(func=cmd_table)
     return p
 
 

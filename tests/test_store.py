@@ -39,3 +39,15 @@ def test_missing_corrupt_or_mismatched_weights_are_named(tiny_model, tmp_path):
     path.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(ModelLoadError, match="does not match its config|has shape"):
         load_model(path)
+
+
+def test_fp16_storage_keeps_large_batchnorm_statistics(tiny_model, tmp_path):
+    """BN running variances beyond fp16's range (1e6 seen in training) must survive the fp16 file."""
+    import copy
+    m = copy.deepcopy(tiny_model)
+    bn = next(x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d))
+    bn.running_var.fill_(4.0e6)
+    bn.running_mean.fill_(1025.17)
+    loaded = load_model(save_model(m, tmp_path / "m.safetensors"))
+    bn2 = next(x for x in loaded.modules() if isinstance(x, torch.nn.BatchNorm2d))
+    assert torch.equal(bn2.running_var, bn.running_var) and torch.equal(bn2.running_mean, bn.running_mean)

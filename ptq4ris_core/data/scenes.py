@@ -14,6 +14,9 @@ from .expressions import KINDS, build_expression
 from .shapes import COLOURS, SHAPES, SIZE_RADIUS, SIZES, SceneObject
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
+# How many scenes each split holds. Any index below is a fixed scene; the default model was
+# trained on train[0:352000]; calibration draws from the whole train split.
+SPLIT_SIZES = {"train": 1_000_000, "val": 10_000, "test": 10_000}
 MIN_VISIBLE = 0.6  # each object keeps at least this share of its area after occlusion
 COPY_ATTR_P = 0.45  # chance that a new object copies an earlier one's shape or colour
 
@@ -43,6 +46,8 @@ class SceneGenerator:
     def sample(self, split: str, index: int, kind: str | None = None) -> Sample:
         """Sample ``index`` of ``split``. Kinds rotate with the index so every split is balanced."""
         rng = self.rng_for(split, index)
+        if not 0 <= index < SPLIT_SIZES[split]:
+            raise IndexError(f"{split} holds scenes 0..{SPLIT_SIZES[split] - 1}, not {index}")
         kind = kind or KINDS[index % len(KINDS)]
         for _ in range(200):
             objs, full = self._objects(rng)

@@ -59,6 +59,18 @@ class RISModel(nn.Module):
                 res //= 2
         self.decoder = Decoder(dims, cfg.decoder_width, cfg.stem_width)
 
+    def quant_layout(self) -> dict:
+        """What the quantization library needs to know about this model, as data.
+
+        ``domains``: module-name patterns of each part (methods treat text and vision differently);
+        ``float``: overrides that keep tensors in float (the image into the patch embedding, and the
+        final 1x1 classifier, as PTQ4RIS does).
+        """
+        return {"domains": {"text": ["text_encoder.*"], "vision": ["patch_embed.*", "stages.*", "merges.*"],
+                            "fusion": ["fusions.*"], "decoder": ["decoder.*"]},
+                "float": [("patch_embed.proj", {"a_bits": None}),
+                          ("decoder.classifier", {"w_bits": None, "a_bits": None})]}
+
     def encode_text(self, ids, mask):
         if self.cfg.freeze_text:
             with torch.no_grad():

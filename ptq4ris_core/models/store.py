@@ -27,11 +27,21 @@ def _stored_state(model: RISModel) -> dict:
             if not (model.cfg.freeze_text and k.startswith("text_encoder."))}
 
 
+def _compact(v: torch.Tensor, dtype) -> torch.Tensor:
+    """Parameters go to ``dtype`` (fp16) when they fit; buffers (BatchNorm statistics, whose
+    variances reach 1e6 here, beyond fp16's 65504) and anything that would overflow stay fp32."""
+    if not v.is_floating_point() or dtype == torch.float32:
+        return v.float() if v.is_floating_point() else v
+    c = v.to(dtype)
+    return c if torch.isfinite(c).all() else v.float()
+
+
 def save_model(model: RISModel, path: str | Path, extra: dict | None = None, dtype=torch.float16) -> Path:
     from safetensors.torch import save_file
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in _stored_state(model).items()}
+    params = {n for n, _ in model.named_parameters()}
+    state = {k: _compact(v, dtype if k in params else torch.float32).contiguous() for k, v in _stored_state(model).items()}
     save_file(state, str(path))
     meta = {"config": model.cfg.to_dict(), **(extra or {})}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -48,7 +58,7 @@ def read_sidecar(path: str | Path) -> dict:
         raise ModelLoadError(f"{side} is not valid JSON ({e}); restore it from git or re-run training") from e
 
 
-def load_model(name_or_path: str | Path = "default") -> RISModel:
+def load_model(name_or_path: str | Path = "default", drop_unexpected: bool = False) -> RISModel:
     """``"default"`` (the committed model) or a path to ``*.safetensors`` with its ``.json`` beside it."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -64,6 +74,9 @@ def load_model(name_or_path: str | Path = "default") -> RISModel:
     expected = _stored_state(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
+    if drop_unexpected:  # weights from an older layout with extra, unused tensors (see publish_weights)
+        state = {k: v for k, v in state.items() if k in expected}
+        unexpected = []
     if missing or unexpected:
         raise ModelLoadError(f"{path} does not match its config: {len(missing)} missing tensors "
                              f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
@@ -72,3 +85,25 @@ def load_model(name_or_path: str | Path = "default") -> RISModel:
             raise ModelLoadError(f"{path}: tensor {k} has shape {tuple(v.shape)}, the config needs {tuple(expected[k].shape)}")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
     return model.eval()
+
+
+def publish_weights(run_dir: str | Path, out: str | Path = DEFAULT_WEIGHTS, extra: dict | None = None) -> dict:
+    """Write a training run's final fp32 checkpoint to ``out`` in the current layout.
+
+    Reads ``checkpoint.pt`` (fp32) and the run's sidecar; drops tensors the current layout does
+    not have (the first default-model run kept LAVT's last-stage language gate, whose output is
+    never used and which never received a gradient). Returns what was dropped.
+    """
+    run_dir = Path(run_dir)
+    meta = read_sidecar(run_dir / "model.safetensors")
+    model = build_model(RISConfig.from_dict(meta.pop("config")))
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    expected = _stored_state(model)
+    dropped = sorted(set(state["model"]) - set(expected))
+    missing = sorted(set(expected) - set(state["model"]))
+    if missing:
+        raise ModelLoadError(f"{run_dir}/checkpoint.pt lacks {len(missing)} tensors, e.g. {missing[:2]}")
+    model.load_state_dict({k: v for k, v in state["model"].items() if k in expected}, strict=False)
+    meta.update(step=state["step"], dropped_unused_tensors=dropped, **(extra or {}))
+    save_model(model.eval(), out, meta)
+    return {"dropped": dropped, "out": str(out), "step": state["step"]}

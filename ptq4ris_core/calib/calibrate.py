@@ -1,0 +1,147 @@
+"""Quantizing a model with a method: fold, wrap, trace roles, then calibrate layer by layer in
+network order, each layer seeing the inputs that the already-quantized layers before it produce.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..config import ConfigError, LayerSetting, QuantConfig
+from ..data import SPLIT_SIZES, SceneGenerator
+from ..models import Preprocessor
+from .capture import capture_inputs, output_grads
+from .roles import trace_roles
+from .search import calibrate_layer
+from .transforms import fold_batchnorm, layer_domain, wrap_model
+
+CALIB_BATCH = 8
+
+
+@dataclass
+class CalibrationSet:
+    """Image-sentence pairs from the **train** split, chosen by seed (never test data)."""
+
+    n: int = 32
+    seed: int = 0
+    split: str = "train"
+    indices: list = field(default_factory=list)
+
+    def build(self, model_cfg, pre: Preprocessor):
+        if self.split != "train":
+            raise ValueError("calibration draws from the train split only")
+        if not 0 < self.n <= SPLIT_SIZES["train"]:
+            raise ConfigError(f"calibration needs between 1 and {SPLIT_SIZES['train']} pairs, got {self.n}")
+        rng = np.random.default_rng(self.seed)
+        self.indices = sorted(int(i) for i in rng.choice(SPLIT_SIZES["train"], self.n, replace=False))
+        gen = SceneGenerator(model_cfg.image_size)
+        samples = [gen.sample("train", i) for i in self.indices]
+        batches = []
+        for k in range(0, len(samples), CALIB_BATCH):
+            chunk = samples[k:k + CALIB_BATCH]
+            ids, m = pre.texts([s.text for s in chunk])
+            batches.append((pre.images(np.stack([s.image for s in chunk])), ids, m))
+        return batches
+
+    def describe(self):
+        return {"n": self.n, "seed": self.seed, "split": self.split, "first_indices": self.indices[:8]}
+
+
+def build_config(model, w_bits: int, a_bits: int, overrides=None) -> QuantConfig:
+    """One global WxAy setting, the model's own float spots, then the user's overrides."""
+    layout = model.quant_layout()
+    return QuantConfig(LayerSetting(w_bits, a_bits), list(layout.get("float", [])) + list(overrides or []))
+
+
+def prepare_model(fp_model, method, config: QuantConfig, example_batch):
+    """Copy, fold BN, wrap by type, trace roles, attach the method's quantizers (uncalibrated)."""
+    model = copy.deepcopy(fp_model).eval()
+    model.cfg = replace(model.cfg, freeze_text=False)  # gradients reach the text encoder (Hessian metric)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    fold_batchnorm(model)
+    wrap_model(model, config)
+    infos = trace_roles(model, lambda: model(*example_batch))
+    domains = model.quant_layout()["domains"]
+    for info in infos.values():
+        info.domain = layer_domain(info.name, domains)
+        info.setting = config.for_module(info.name)
+        for slot, q in method.quantizers_for(info, info.setting).items():
+            setattr(info.module, slot, q)
+    return model, dict(sorted(infos.items(), key=lambda kv: kv[1].order))
+
+
+def _pseudo_label_loss(model, batch):
+    """CE between the model's logits and its own hard prediction, over the class axis: a non-zero
+    gradient at the FP model (a loss against the FP output itself would have none)."""
+    img, ids, m = batch
+    img = img.clone().requires_grad_(True)
+    logits = model(img, ids, m)
+    return F.cross_entropy(logits, logits.argmax(1).detach())
+
+
+def calibrate(fp_model, method, w_bits: int, a_bits: int, calib: CalibrationSet | None = None,
+              overrides=None, progress: bool = True):
+    """Returns (quantized model, report). Deterministic for a given seed."""
+    torch.manual_seed(0)
+    calib = calib or CalibrationSet()
+    pre = Preprocessor(fp_model.cfg)
+    batches = calib.build(fp_model.cfg, pre)
+    config = build_config(fp_model, w_bits, a_bits, overrides)
+    t0 = time.time()
+    model, infos = prepare_model(fp_model, method, config, batches[0])
+    run = lambda b: model(*b)  # noqa: E731
+    grads = {}
+    if any(method.metric_for(i) == "hessian" for i in infos.values()):
+        # The embedding tables are the text side's graph inputs: let gradients start there.
+        embeddings = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+        for w in embeddings:
+            w.requires_grad_(True)
+        try:
+            grads = output_grads(model, {n: i.module for n, i in infos.items() if method.metric_for(i) == "hessian"},
+                                 batches, lambda b: _pseudo_label_loss(model, b))
+        finally:
+            for w in embeddings:
+                w.requires_grad_(False)
+                w.grad = None
+    bar = tqdm(infos.values(), desc=f"calibrate {method.name} W{w_bits}A{a_bits}", unit="layer",
+               disable=not progress, dynamic_ncols=True)
+    text_left = sum(i.domain == "text" for i in infos.values())
+    for info in bar:
+        if text_left == 0 and run is not None and batches and len(batches[0]) == 3:
+            # The text side is calibrated: its output is fixed now, so compute it once per batch.
+            with torch.no_grad():
+                batches = [(img, model.encode_text(ids, m), m) for img, ids, m in batches]
+            run = lambda b: model.segment_features(*b)  # noqa: E731
+            text_left = -1
+        text_left -= info.domain == "text"
+        if not info.module.quantizers():
+            continue
+        inputs = capture_inputs(info.module, batches, run)
+        method.prepare(info, inputs, info.setting)
+        calibrate_layer(info.module, inputs, grads.pop(info.name, None), method.metric_for(info), method.rounds)
+    model.cfg = replace(model.cfg, freeze_text=True)
+    seconds = time.time() - t0
+    report = {"method": method.name, "options": method.options(), "bits": f"W{w_bits}A{a_bits}",
+              "config": config.to_dict(), "calibration": calib.describe(), "seconds": round(seconds, 1),
+              "layers": {n: {"kind": i.kind, "role": i.role, "domain": i.domain,
+                             "quantizers": {s: q.describe() for s, q in i.module.quantizers().items()}}
+                         for n, i in infos.items()}}
+    return model, report
+
+
+def active_quantizers(model) -> dict:
+    """Every calibrated, enabled quantizer in the model, by 'layer.slot'."""
+    from ..nn import QuantModule
+    out = {}
+    for n, m in model.named_modules():
+        if isinstance(m, QuantModule):
+            for s, q in m.quantizers().items():
+                if q.active:
+                    out[f"{n}.{s}"] = q
+    return out

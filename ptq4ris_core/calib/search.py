@@ -1,0 +1,232 @@
+"""Setting a layer's quantizers from calibration data: min-max, quantile, rules, or a grid search.
+
+``calibrate_layer`` is the one entry point. Each quantizer carries ``strategy`` (set by the method):
+``minmax`` (no search), ``grid`` (α grid scored by the method's metric on the layer's output),
+``quantile`` (clip at the quantile with the least L2 error on the tensor itself), ``rule``
+(RORQ's groups). Weights and inputs are searched alternately for a few rounds, as PTQ4ViT does.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..nn import QuantConv2d, QuantLinear, QuantMatMul
+from ..quant import functional as Fq
+from ..quant.observers import channel_groups, channel_minmax, magnitude_groups, quantile, tensor_minmax
+from ..quant.quantizers import (DualRegionGeluQuantizer, DualRegionSoftmaxQuantizer, ElementGroupQuantizer,
+                                LogQuantizer, UniformQuantizer)
+from .metrics import get_metric
+
+ALPHAS = torch.linspace(0.05, 1.2, 48)  # fractions of the observed range tried by the grid search
+QUANTILES = (0.999, 0.9999, 0.99999, 1.0)
+MAX_ROWS = 4096  # rows of calibration data scored per candidate (speed; the choice is stable)
+
+
+def _quantizers(mod):
+    return [q for q in mod.quantizers().values()]
+
+
+def layer_forward(mod, inputs, quantize: bool):
+    """The layer's output with its own quantizers on or off (nothing else changes)."""
+    saved = [(q, q.enabled) for q in _quantizers(mod)]
+    for q, _ in saved:
+        q.enabled = quantize
+    try:
+        with torch.no_grad():
+            return mod(*inputs)
+    finally:
+        for q, e in saved:
+            q.enabled = e
+
+
+def _subsample(inputs, out, grad, max_rows, seed=0):
+    """Keep at most ``max_rows`` leading-dim samples so every candidate sees the same data."""
+    n = inputs[0].shape[0]
+    if n <= max_rows:
+        return inputs, out, grad
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows]
+    pick = lambda t: None if t is None else t[idx]  # noqa: E731
+    return [pick(i) for i in inputs], pick(out), pick(grad)
+
+
+# --- initial parameters from plain statistics -------------------------------------------------
+
+def init_from_stats(q, x: torch.Tensor):
+    """Min-max (or rule-based) parameters for ``q`` from the tensor ``x`` it will see."""
+    if isinstance(q, UniformQuantizer):
+        if q.axis is None:
+            lo, hi = tensor_minmax(x)
+        else:
+            lo, hi = channel_minmax(x, q.axis)
+        if getattr(q, "strategy", "") == "quantile":
+            lo, hi = quantile(x, 1 - QUANTILES[0]), quantile(x, QUANTILES[0])
+        q.set_params(*Fq.minmax_params(lo, hi, q.bits, q.symmetric))
+    elif isinstance(q, DualRegionSoftmaxQuantizer):
+        q.split.fill_(2.0 ** -(q.bits - 1))
+        q.mark_calibrated()
+    elif isinstance(q, DualRegionGeluQuantizer):
+        q.delta_pos.fill_(max(float(x.max()), 1e-6) / (2 ** (q.bits - 1) - 1))
+        q.mark_calibrated()
+    elif isinstance(q, LogQuantizer):
+        q.scale.fill_(max(float(x.max()), 1e-8))
+        q.mark_calibrated()
+    elif isinstance(q, ElementGroupQuantizer):
+        th, lo, hi = magnitude_groups(x)
+        scale, zp = Fq.minmax_params(lo, hi, q.bits, symmetric=False)
+        q.set_groups(th, scale, zp)
+    else:  # pragma: no cover
+        raise TypeError(f"no initialiser for {type(q).__name__}")
+
+
+def channel_group_params(x: torch.Tensor, bits: int, axis: int = -1):
+    """RORQ's reorder variant: channels sorted by range, grouped, one asymmetric scale per group.
+
+    Returns per-channel (scale, zero_point) that are shared within each group, and the groups.
+    """
+    lo, hi = channel_minmax(x, axis)
+    groups = channel_groups(lo, hi)
+    scale = torch.empty_like(lo)
+    zp = torch.empty_like(lo)
+    for g in groups.unique():
+        sel = groups == g
+        s, z = Fq.minmax_params(lo[sel].min(), hi[sel].max(), bits, symmetric=False)
+        scale[sel], zp[sel] = s, z
+    return scale, zp, groups
+
+
+# --- searches -----------------------------------------------------------------------------------
+
+def _grid_uniform(q: UniformQuantizer, x, score):
+    """α grid on the min-max range: per tensor, shrink/extend [lo, hi] by α; keep the best score."""
+    lo, hi = (tensor_minmax(x) if q.axis is None else channel_minmax(x, q.axis))
+    best, best_p = None, None
+    for a in ALPHAS:
+        s, z = Fq.minmax_params(lo * a, hi * a, q.bits, q.symmetric)
+        q.set_params(s, z)
+        v = float(score())
+        if best is None or v < best:
+            best, best_p = v, (s, z)
+    q.set_params(*best_p)
+
+
+def _grid_weight_per_channel(q: UniformQuantizer, w, score_per_channel):
+    """Per output channel α: the layer's error splits by output channel, so each picks its own."""
+    lo, hi = channel_minmax(w, 0)
+    errs, params = [], []
+    for a in ALPHAS:
+        s, z = Fq.minmax_params(lo * a, hi * a, q.bits, q.symmetric)
+        q.set_params(s, z)
+        errs.append(score_per_channel())
+        params.append((s, z))
+    errs = torch.stack(errs)  # (alphas, out_channels)
+    pick = errs.argmin(0)
+    s = torch.stack([p[0] for p in params])[pick, torch.arange(len(pick))]
+    z = torch.stack([p[1] for p in params])[pick, torch.arange(len(pick))]
+    q.set_params(s, z)
+
+
+def _grid_drq_softmax(q: DualRegionSoftmaxQuantizer, score):
+    best, best_k = None, 0
+    for k in range(0, 20):  # split s = 2^-k, so Δ_high/Δ_low = 2^k: a shift on hardware
+        q.split.fill_(2.0 ** -k)
+        v = float(score())
+        if best is None or v < best:
+            best, best_k = v, k
+    q.split.fill_(2.0 ** -best_k)
+
+
+def _grid_drq_gelu(q: DualRegionGeluQuantizer, x, score):
+    top = max(float(x.max()), 1e-6)
+    best, best_d = None, None
+    for a in ALPHAS:
+        d = a * top / (2 ** (q.bits - 1) - 1)
+        q.delta_pos.fill_(float(d))
+        v = float(score())
+        if best is None or v < best:
+            best, best_d = v, float(d)
+    q.delta_pos.fill_(best_d)
+
+
+def _grid_log(q: LogQuantizer, x, score, taus=None):
+    top = max(float(x.max()), 1e-8)
+    best, best_p = None, None
+    for tau in (taus or [float(q.tau)]):
+        for frac in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4):
+            q.tau.fill_(tau)
+            q.scale.fill_(top * frac)
+            v = float(score())
+            if best is None or v < best:
+                best, best_p = v, (tau, top * frac)
+    q.tau.fill_(best_p[0])
+    q.scale.fill_(best_p[1])
+
+
+def _quantile_clip(q: UniformQuantizer, x):
+    """Clip at the quantile pair with the least L2 error on the tensor itself (BERT matmul operands)."""
+    best, best_p = None, None
+    for p in QUANTILES:
+        lo, hi = (quantile(x, 1 - p), quantile(x, p)) if p < 1 else tensor_minmax(x)
+        s, z = Fq.minmax_params(lo, hi, q.bits, q.symmetric)
+        q.set_params(s, z)
+        v = float(((q.quantize(x) - x) ** 2).mean())
+        if best is None or v < best:
+            best, best_p = v, (s, z)
+    q.set_params(*best_p)
+
+
+def search_one(q, x, score, strategy: str, score_per_channel=None):
+    if strategy in ("minmax", "rule", "fixed"):
+        return  # init_from_stats already set it
+    if strategy == "quantile":
+        return _quantile_clip(q, x)
+    if strategy != "grid":
+        raise ValueError(f"unknown strategy {strategy!r}")
+    if isinstance(q, UniformQuantizer):
+        if q.axis == 0 and score_per_channel is not None:
+            return _grid_weight_per_channel(q, x, score_per_channel)
+        return _grid_uniform(q, x, score)
+    if isinstance(q, DualRegionSoftmaxQuantizer):
+        return _grid_drq_softmax(q, score)
+    if isinstance(q, DualRegionGeluQuantizer):
+        return _grid_drq_gelu(q, x, score)
+    if isinstance(q, LogQuantizer):
+        return _grid_log(q, x, score, getattr(q, "search_taus", None))
+    return None  # element groups: rule only
+
+
+def calibrate_layer(mod, inputs: list, grad: torch.Tensor | None, metric: str = "mse", rounds: int = 3):
+    """Set every quantizer of ``mod`` from its calibration ``inputs`` (and ∂L/∂O for ``hessian``)."""
+    fp_out = layer_forward(mod, inputs, quantize=False)
+    if isinstance(mod, QuantLinear) or isinstance(mod, QuantConv2d):
+        xin = mod.transform_input(inputs[0]) if isinstance(mod, QuantLinear) else inputs[0]
+        operands = {"input_quantizer": xin, "weight_quantizer": mod.weight.detach()}
+    else:
+        operands = {"a_quantizer": inputs[0], "b_quantizer": inputs[1]}
+    slots = mod.quantizers()
+    for slot, q in slots.items():
+        if getattr(q, "strategy", "") != "fixed":  # fixed: set by the method's reparameterization
+            init_from_stats(q, operands[slot])
+    if grad is None and metric == "hessian":
+        metric = "mse"
+    metric_fn = get_metric(metric)
+    sub_in, sub_out, sub_g = _subsample(inputs, fp_out, grad, MAX_ROWS)
+    score = lambda: metric_fn(sub_out, layer_forward(mod, sub_in, True), sub_g)  # noqa: E731
+
+    def score_per_channel():
+        out = layer_forward(mod, sub_in, True)
+        ch = 1 if isinstance(mod, QuantConv2d) else -1
+        dims = [d for d in range(out.dim()) if d != (ch % out.dim())]
+        return metric_fn(sub_out, out, sub_g, dim=dims)
+
+    searchable = [s for s, q in slots.items() if getattr(q, "strategy", "minmax") == "grid"]
+    for r in range(rounds if len(searchable) > 1 else 1):
+        for slot, q in slots.items():
+            strategy = getattr(q, "strategy", "minmax")
+            if r > 0 and strategy != "grid":
+                continue
+            x = operands[slot]
+            if slot == "weight_quantizer" or len(x) <= MAX_ROWS:
+                search_one(q, x, score, strategy, score_per_channel if slot == "weight_quantizer" else None)
+            else:
+                search_one(q, x, score, strategy)
+    return fp_out

@@ -1,0 +1,100 @@
+"""A method is a recipe: which quantizer goes on which input (by role and domain), how each is
+set (its strategy), which reparameterization runs first, and the search metric. Chosen by name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import ConfigError, LayerSetting
+from ..quant import functional as Fq
+from ..quant.observers import channel_minmax
+from ..quant.quantizers import UniformQuantizer
+
+REGISTRY: dict[str, type] = {}
+
+
+def register(cls):
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_method(name: str, **options) -> "Method":
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name](**options)
+
+
+def with_strategy(q, strategy: str):
+    q.strategy = strategy
+    return q
+
+
+def uniform(bits: int, strategy: str, symmetric: bool = False, axis: int | None = None):
+    return with_strategy(UniformQuantizer(bits, symmetric, axis), strategy)
+
+
+def weight_q(bits: int, strategy: str):
+    """Weights: per output channel, symmetric signed (zero point 0): TensorRT's int8 form too."""
+    return uniform(bits, strategy, symmetric=True, axis=0)
+
+
+@torch.no_grad()
+def reparameterize_channels(mod, x: torch.Tensor, scale_c: torch.Tensor, zp_c: torch.Tensor, target: str = "mean"):
+    """RepQ-ViT: per-channel (Δ_c, z_c) → one (Δ̃, z̃), exactly, through an input affine on ``mod``.
+
+    r_c = Δ_c/Δ̃, s_c = (z_c - z̃)·Δ_c; x'_c = (x_c + s_c)/r_c quantized with (Δ̃, z̃) gives the
+    integer codes x_c gets with (Δ_c, z_c). ``target``: ``mean`` (RepQ-ViT) or ``bulk`` (the most
+    common scale: RORQ's group 0 keeps r = 1). Returns (Δ̃, z̃) for the per-tensor quantizer.
+    """
+    if target == "mean":
+        d, z = scale_c.mean(), torch.round(zp_c.mean())
+    else:
+        vals, counts = torch.unique(scale_c, return_counts=True)
+        d = vals[counts.argmax()]
+        z = torch.round(zp_c[scale_c == d].mean())
+    r = scale_c / d
+    s = (zp_c - z) * scale_c
+    mod.set_input_affine(s, r)
+    return d, z
+
+
+def per_channel_params(x: torch.Tensor, bits: int):
+    lo, hi = channel_minmax(x, x.dim() - 1)
+    return Fq.minmax_params(lo, hi, bits, symmetric=False)
+
+
+@dataclass
+class Method:
+    """Base recipe. Subclasses override ``quantizers_for`` and, when they reparameterize, ``prepare``."""
+
+    name = "base"
+    metric = "mse"
+    rounds = 1
+
+    def quantizers_for(self, info, s: LayerSetting) -> dict:
+        raise NotImplementedError
+
+    def prepare(self, info, inputs: list, s: LayerSetting) -> None:
+        """Runs on the layer's calibration inputs before its quantizers are set."""
+
+    def options(self) -> dict:
+        return {}
+
+    def metric_for(self, info) -> str:
+        return self.metric
+
+    # The shared default: uniform everywhere, with the given strategies.
+    @staticmethod
+    def plain(info, s: LayerSetting, act: str, wt: str) -> dict:
+        out = {}
+        if info.kind == "matmul":
+            if s.a_bits is not None:
+                out = {"a_quantizer": uniform(s.a_bits, act), "b_quantizer": uniform(s.a_bits, act)}
+            return out
+        if s.a_bits is not None:
+            out["input_quantizer"] = uniform(s.a_bits, act)
+        if s.w_bits is not None:
+            out["weight_quantizer"] = weight_q(s.w_bits, wt)
+        return out
