@@ -143,6 +143,17 @@ def cmd_table(a):
     print(markdown(res["rows"]))
 
 
+def cmd_export(a):
+    from .engine import export_engine
+    if a.quantized:
+        raise InputError("the quantized (QDQ) export is not built yet (issue 4); use --fp32 for now")
+    if not a.fp32:
+        raise InputError("say what to export: --fp32 (the float model) or --quantized DIR")
+    from .models import load_model
+    out = export_engine(load_model(a.model), a.out, {"model": str(a.model)})
+    print(f"{out}: FP32 engine (text_encoder.onnx, segmenter.onnx, tokenizer, meta.json)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ptq4ris", description="Post-training quantization of referring image "
                                 "segmentation models (PTQ4RIS) and the tools around it.")
@@ -214,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--seed", type=int, default=0)
     tb.add_argument("--out", help="path stem for the Markdown and JSON, e.g. docs/method_table")
     tb.set_defaults(func=cmd_table)
+
+    x = sub.add_parser("export", help="build an engine folder (ONNX graphs + tokenizer + meta.json)",
+                       description="Export the model to an engine: text_encoder.onnx, segmenter.onnx, the tokenizer "
+                       "and meta.json with the SHA-256 of every file. Load it with ptq4ris_core.engine.Engine.")
+    x.add_argument("--model", default="default")
+    x.add_argument("--fp32", action="store_true", help="export the float model")
+    x.add_argument("--quantized", help="a folder written by 'ptq4ris calibrate' (QDQ export)")
+    x.add_argument("--out", required=True, help="engine folder to write")
+    x.set_defaults(func=cmd_export)
     return p
 
 

@@ -58,22 +58,48 @@ def build_config(model, w_bits: int, a_bits: int, overrides=None) -> QuantConfig
     return QuantConfig(LayerSetting(w_bits, a_bits), list(layout.get("float", [])) + list(overrides or []))
 
 
-def prepare_model(fp_model, method, config: QuantConfig, example_batch):
-    """Copy, fold BN, wrap by type, trace roles, attach the method's quantizers (uncalibrated)."""
-    model = copy.deepcopy(fp_model).eval()
-    model.cfg = replace(model.cfg, freeze_text=False)  # gradients reach the text encoder (Hessian metric)
+def attach_quantizers(model, method, config: QuantConfig, run_example, domains: dict) -> dict:
+    """Fold BN, wrap by type, trace roles with ``run_example()``, attach the method's quantizers.
+
+    Works on any module (the RIS model, or a text encoder alone); returns LayerInfos in execution order.
+    """
     for p in model.parameters():
         p.requires_grad_(False)
     fold_batchnorm(model)
     wrap_model(model, config)
-    infos = trace_roles(model, lambda: model(*example_batch))
-    domains = model.quant_layout()["domains"]
+    infos = trace_roles(model, run_example)
     for info in infos.values():
         info.domain = layer_domain(info.name, domains)
         info.setting = config.for_module(info.name)
         for slot, q in method.quantizers_for(info, info.setting).items():
             setattr(info.module, slot, q)
-    return model, dict(sorted(infos.items(), key=lambda kv: kv[1].order))
+    return dict(sorted(infos.items(), key=lambda kv: kv[1].order))
+
+
+def prepare_model(fp_model, method, config: QuantConfig, example_batch):
+    """A quantizable copy of a RIS model with the method's (uncalibrated) quantizers attached."""
+    model = copy.deepcopy(fp_model).eval()
+    model.cfg = replace(model.cfg, freeze_text=False)  # gradients reach the text encoder (Hessian metric)
+    infos = attach_quantizers(model, method, config, lambda: model(*example_batch), model.quant_layout()["domains"])
+    return model, infos
+
+
+def calibrate_layers(infos: dict, method, batches, run, grads: dict | None = None, progress: bool = True,
+                     desc: str = "calibrate", switch=None):
+    """Layer by layer in execution order; each layer's inputs come from the already-quantized layers.
+
+    ``switch(info, batches, run) -> (batches, run)`` may replace the data path on the way
+    (the RIS model caches the text features once the text encoder is done).
+    """
+    grads = grads or {}
+    for info in tqdm(infos.values(), desc=desc, unit="layer", disable=not progress, dynamic_ncols=True):
+        if switch is not None:
+            batches, run = switch(info, batches, run)
+        if not info.module.quantizers():
+            continue
+        inputs = capture_inputs(info.module, batches, run)
+        method.prepare(info, inputs, info.setting)
+        calibrate_layer(info.module, inputs, grads.pop(info.name, None), method.metric_for(info), method.rounds)
 
 
 def _pseudo_label_loss(model, batch):
@@ -83,6 +109,23 @@ def _pseudo_label_loss(model, batch):
     img = img.clone().requires_grad_(True)
     logits = model(img, ids, m)
     return F.cross_entropy(logits, logits.argmax(1).detach())
+
+
+def hessian_grads(model, infos: dict, method, batches) -> dict:
+    """∂L/∂O at the FP model for every layer the method scores with the Hessian metric."""
+    wanted = {n: i.module for n, i in infos.items() if method.metric_for(i) == "hessian"}
+    if not wanted:
+        return {}
+    # The embedding tables are the text side's graph inputs: let gradients start there.
+    embeddings = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    for w in embeddings:
+        w.requires_grad_(True)
+    try:
+        return output_grads(model, wanted, batches, lambda b: _pseudo_label_loss(model, b))
+    finally:
+        for w in embeddings:
+            w.requires_grad_(False)
+            w.grad = None
 
 
 def calibrate(fp_model, method, w_bits: int, a_bits: int, calib: CalibrationSet | None = None,
@@ -96,35 +139,21 @@ def calibrate(fp_model, method, w_bits: int, a_bits: int, calib: CalibrationSet 
     t0 = time.time()
     model, infos = prepare_model(fp_model, method, config, batches[0])
     run = lambda b: model(*b)  # noqa: E731
-    grads = {}
-    if any(method.metric_for(i) == "hessian" for i in infos.values()):
-        # The embedding tables are the text side's graph inputs: let gradients start there.
-        embeddings = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
-        for w in embeddings:
-            w.requires_grad_(True)
-        try:
-            grads = output_grads(model, {n: i.module for n, i in infos.items() if method.metric_for(i) == "hessian"},
-                                 batches, lambda b: _pseudo_label_loss(model, b))
-        finally:
-            for w in embeddings:
-                w.requires_grad_(False)
-                w.grad = None
-    bar = tqdm(infos.values(), desc=f"calibrate {method.name} W{w_bits}A{a_bits}", unit="layer",
-               disable=not progress, dynamic_ncols=True)
-    text_left = sum(i.domain == "text" for i in infos.values())
-    for info in bar:
-        if text_left == 0 and run is not None and batches and len(batches[0]) == 3:
-            # The text side is calibrated: its output is fixed now, so compute it once per batch.
+    grads = hessian_grads(model, infos, method, batches)
+
+    def cache_text(info, batches, run):
+        # Once every text layer is calibrated, the text features are fixed: compute them once.
+        nonlocal text_left
+        if text_left == 0:
             with torch.no_grad():
                 batches = [(img, model.encode_text(ids, m), m) for img, ids, m in batches]
-            run = lambda b: model.segment_features(*b)  # noqa: E731
-            text_left = -1
+            run, text_left = (lambda b: model.segment_features(*b)), -1
         text_left -= info.domain == "text"
-        if not info.module.quantizers():
-            continue
-        inputs = capture_inputs(info.module, batches, run)
-        method.prepare(info, inputs, info.setting)
-        calibrate_layer(info.module, inputs, grads.pop(info.name, None), method.metric_for(info), method.rounds)
+        return batches, run
+
+    text_left = sum(i.domain == "text" for i in infos.values())
+    calibrate_layers(infos, method, batches, run, grads, progress, f"calibrate {method.name} W{w_bits}A{a_bits}",
+                     switch=cache_text)
     model.cfg = replace(model.cfg, freeze_text=True)
     seconds = time.time() - t0
     report = {"method": method.name, "options": method.options(), "bits": f"W{w_bits}A{a_bits}",

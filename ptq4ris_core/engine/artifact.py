@@ -1,0 +1,63 @@
+"""The engine folder and its meta.json: what is in it, and the checks before anything runs."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..errors import PTQ4RISError
+
+FORMAT = "ptq4ris-engine"
+FORMAT_VERSION = 1
+TEXT_GRAPH, SEG_GRAPH, META = "text_encoder.onnx", "segmenter.onnx", "meta.json"
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+class EngineError(PTQ4RISError, RuntimeError):
+    """An engine folder that cannot be used: missing, corrupt, altered, or from another version."""
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_meta(folder: Path, meta: dict) -> dict:
+    files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != META)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta,
+            "files": {name: sha256(folder / name) for name in files}}
+    (folder / META).write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def read_meta(folder: Path, verify: bool = True) -> dict:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EngineError(f"no engine folder at {folder}; build one with 'ptq4ris export --model default --fp32 --out {folder}'")
+    mp = folder / META
+    if not mp.is_file():
+        raise EngineError(f"{mp} is missing: {folder} is not an engine folder (or it is incomplete); re-export it")
+    try:
+        meta = json.loads(mp.read_text())
+    except json.JSONDecodeError as e:
+        raise EngineError(f"{mp} is not valid JSON ({e}); re-export the engine") from e
+    if meta.get("format") != FORMAT:
+        raise EngineError(f"{folder} is not a PTQ4RIS engine (format {meta.get('format')!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise EngineError(f"{folder} has engine format version {meta.get('format_version')}, this library reads "
+                          f"version {FORMAT_VERSION}; re-export it with this version of ptq4ris")
+    for name in (TEXT_GRAPH, SEG_GRAPH) + TOKENIZER_FILES:
+        if name not in meta.get("files", {}):
+            raise EngineError(f"{mp} lists no {name}; re-export the engine")
+    if verify:
+        for name, digest in meta["files"].items():
+            p = folder / name
+            if not p.is_file():
+                raise EngineError(f"{p} is missing; re-export the engine")
+            if sha256(p) != digest:
+                raise EngineError(f"{p} does not match its SHA-256 in meta.json: the file was altered or corrupted; "
+                                  f"re-export the engine")
+    return meta

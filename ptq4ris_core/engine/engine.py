@@ -1,0 +1,136 @@
+"""``Engine``: load an engine folder, check it, and segment images on ONNX Runtime or OpenVINO."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..segment import check_command, check_image
+from .artifact import SEG_GRAPH, TEXT_GRAPH, EngineError, read_meta
+
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "onnxruntime", "openvino")
+
+
+class _OrtRunner:
+    def __init__(self, path, providers, threads):
+        import onnxruntime as ort
+        available = ort.get_available_providers()
+        providers = providers or ["CPUExecutionProvider"]
+        unknown = [p for p in providers if p not in available]
+        if unknown:
+            raise EngineError(f"ONNX Runtime provider(s) {unknown} not available here; available: {available}")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        try:
+            self.sess = ort.InferenceSession(str(path), so, providers=providers)
+        except Exception as e:  # noqa: BLE001 - ORT raises its own types; name the file
+            raise EngineError(f"ONNX Runtime cannot load {path} ({str(e).splitlines()[0]}); re-export the engine") from e
+
+    def __call__(self, feeds):
+        return self.sess.run(None, feeds)
+
+
+class _OvRunner:
+    def __init__(self, path, device, threads, precision):
+        import openvino as ov
+        core = ov.Core()
+        # OpenVINO picks bf16 by itself on CPUs with AVX512-BF16; an fp32 engine should compute in f32.
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
+        try:
+            self.compiled = core.compile_model(str(path), device, config)
+        except Exception as e:  # noqa: BLE001
+            raise EngineError(f"OpenVINO cannot compile {path} for {device} ({str(e).splitlines()[0]})") from e
+
+    def __call__(self, feeds):
+        res = self.compiled(feeds)
+        return [res[o] for o in self.compiled.outputs]
+
+
+def _pick_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    try:  # OpenVINO ran QDQ graphs fastest on this kind of CPU (DESIGN.md); ORT otherwise
+        import openvino  # noqa: F401
+        return "openvino"
+    except ImportError:
+        return "onnxruntime"
+
+
+class Engine:
+    def __init__(self, folder: Path, meta: dict, backend: str, text_runner, seg_runner, tokenizer):
+        self.folder, self.meta, self.backend = folder, meta, backend
+        self._text, self._seg, self.tokenizer = text_runner, seg_runner, tokenizer
+        inp = meta["input"]
+        self.size = int(inp["image_size"])
+        self.mean = np.array(inp["mean"], np.float32) * 255
+        self.std = np.array(inp["std"], np.float32) * 255
+        self.max_tokens = int(meta["tokenizer"]["max_tokens"])
+        self._cached_text, self._cached = None, None
+        self.text_encodes = 0
+
+    @classmethod
+    def load(cls, path, backend: str = "auto", providers=None, device: str = "CPU", threads: int = 2,
+             verify: bool = True, precision: str = "f32") -> "Engine":
+        """``backend``: auto | onnxruntime | openvino. ``providers``: ONNX Runtime execution providers.
+        ``device``: OpenVINO device (CPU, GPU, NPU). ``precision``: OpenVINO's float precision (f32, bf16)."""
+        folder = Path(path)
+        meta = read_meta(folder, verify=verify)
+        backend = _pick_backend(backend)
+        if backend == "onnxruntime":
+            runners = [_OrtRunner(folder / g, providers, threads) for g in (TEXT_GRAPH, SEG_GRAPH)]
+        else:
+            if providers:
+                raise EngineError("providers are ONNX Runtime's; for OpenVINO choose device= (CPU, GPU, NPU)")
+            runners = [_OvRunner(folder / g, device, threads, precision) for g in (TEXT_GRAPH, SEG_GRAPH)]
+        from transformers import BertTokenizerFast
+        try:
+            tok = BertTokenizerFast.from_pretrained(str(folder))
+        except Exception as e:  # noqa: BLE001
+            raise EngineError(f"the tokenizer files in {folder} cannot be read ({e}); re-export the engine") from e
+        return cls(folder, meta, backend, runners[0], runners[1], tok)
+
+    def text_features(self, text: str):
+        text = check_command(text)
+        if text != self._cached_text:
+            enc = self.tokenizer([text], padding="max_length", truncation=True, max_length=self.max_tokens,
+                                 return_tensors="np")
+            if len(self.tokenizer(text)["input_ids"]) > self.max_tokens:
+                log.warning("command is longer than %d tokens; the rest is ignored", self.max_tokens)
+            ids, m = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+            self._cached = (self._text({"input_ids": ids, "attention_mask": m})[0], m)
+            self._cached_text = text
+            self.text_encodes += 1
+        return self._cached
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        if image.shape[:2] != (self.size, self.size):
+            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
+        x = (image.astype(np.float32) - self.mean) / self.std
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+    def logits(self, image: np.ndarray, text: str) -> np.ndarray:
+        """Raw (1, 2, S, S) mask logits at the model's input size."""
+        words, m = self.text_features(text)
+        return self._seg({"image": self.preprocess(check_image(image)), "words": words, "word_mask": m})[0]
+
+    def segment(self, image: np.ndarray, text: str) -> tuple[np.ndarray, float]:
+        """(H, W, 3) uint8 RGB + command → mask (H, W) uint8 0/255 at the image's size, and a score."""
+        image = check_image(image)
+        lg = self.logits(image, text)
+        d = (lg[0, 1] - lg[0, 0]).astype(np.float32)  # fg logit margin; sigmoid(d) = softmax fg prob
+        h, w = image.shape[:2]
+        if (h, w) != d.shape:
+            d = np.asarray(Image.fromarray(d, mode="F").resize((w, h), Image.BILINEAR))
+        mask = d > 0
+        score = float((1 / (1 + np.exp(-d[mask]))).mean()) if mask.any() else 0.0
+        return mask.astype(np.uint8) * 255, score
+
+    def describe(self) -> str:
+        q = self.meta.get("quantization", {})
+        return f"{self.meta['model']['name']} {q.get('method', '?')} {q.get('bits', '?')} on {self.backend}"

@@ -1,0 +1,64 @@
+"""Export a RIS model to an engine folder: ``text_encoder.onnx`` (token ids → word features) and
+``segmenter.onnx`` (image + word features → mask logits), the tokenizer, and meta.json."""
+from __future__ import annotations
+
+import platform
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..models.text_encoder import minilm_dir
+from .artifact import SEG_GRAPH, TEXT_GRAPH, TOKENIZER_FILES, write_meta
+
+OPSET = 17
+
+
+class _Segmenter(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image, words, word_mask):
+        return self.model.segment_features(image, words, word_mask)
+
+
+def _export(module, args, path, inputs, outputs):
+    module.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
+                          opset_version=OPSET, dynamo=False)
+    module.eval()  # the exporter restores train(True) on the wrapper, which would reach BatchNorm
+
+
+def export_engine(model, out: str | Path, info: dict | None = None) -> Path:
+    """Float export (the quantized QDQ export builds on the same two graphs)."""
+    import onnx
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    cfg = model.cfg
+    ids = torch.full((1, cfg.max_tokens), 0, dtype=torch.int64)
+    ids[0, :4] = torch.tensor([101, 2417, 4418, 102])
+    mask = (ids != 0).to(torch.int64)
+    _export(model.text_encoder, (ids, mask), out / TEXT_GRAPH, ["input_ids", "attention_mask"], ["words"])
+    with torch.no_grad():
+        words = model.text_encoder(ids, mask)
+    image = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
+    _export(_Segmenter(model), (image, words, mask), out / SEG_GRAPH, ["image", "words", "word_mask"], ["logits"])
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm_dir() / name, out / name)
+    import onnxruntime
+    meta = {"model": {"name": (info or {}).get("model", "default"), "config": cfg.to_dict()},
+            "quantization": (info or {}).get("quantization", {"method": "fp32", "bits": "FP32"}),
+            "input": {"image_size": cfg.image_size, "layout": "NCHW", "mean": list(cfg.mean), "std": list(cfg.std),
+                      "color": "RGB"},
+            "tokenizer": {"max_tokens": cfg.max_tokens, "lowercase": True},
+            "opset": OPSET,
+            "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                         "python": platform.python_version()}}
+    write_meta(out, meta)
+    return out

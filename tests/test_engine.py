@@ -1,0 +1,109 @@
+"""The FP32 engine: export round trip on both runtimes, the meta.json checks, the text cache, bad input."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ptq4ris_core.engine import Engine, EngineError, export_engine
+from ptq4ris_core.errors import InputError
+from ptq4ris_core.segment import Segmenter
+
+BACKENDS = ["onnxruntime"] + (["openvino"] if __import__("importlib").util.find_spec("openvino") else [])
+
+
+@pytest.fixture(scope="module")
+def engine_dir(tiny_model, tmp_path_factory):
+    return export_engine(tiny_model, tmp_path_factory.mktemp("eng") / "fp32", {"model": "tiny"})
+
+
+def _scene(size=(90, 120)):
+    from ptq4ris_core.data import SceneGenerator
+    return SceneGenerator(size[1], size[0]).sample("test", 3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fp32_engine_equals_pytorch(engine_dir, tiny_model, backend):
+    eng = Engine.load(engine_dir, backend=backend)
+    s = _scene()
+    seg = Segmenter(tiny_model)
+    with torch.no_grad():
+        x = seg.pre.images(np.asarray(
+            __import__("PIL.Image", fromlist=["Image"]).fromarray(s.image).resize((64, 64), 2))[None])
+        words, m = seg.text_features(s.text)
+        ref = tiny_model.segment_features(x, words, m).numpy()
+    got = eng.logits(s.image, s.text)
+    assert np.abs(got - ref).max() < 1e-3
+    mask, score = eng.segment(s.image, s.text)
+    assert mask.shape == s.image.shape[:2] and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+    tmask, _ = seg.segment(s.image, s.text)
+    assert (mask == tmask).mean() > 0.99  # same mask up to border pixels of the upsampling
+
+
+def test_text_graph_runs_once_per_distinct_command(engine_dir):
+    eng = Engine.load(engine_dir, backend="onnxruntime")
+    img = _scene().image
+    for text in ["the red circle", "the red circle", "  the red   circle ", "the blue star", "the blue star"]:
+        eng.segment(img, text)
+    assert eng.text_encodes == 2
+
+
+def test_meta_json_checks(engine_dir, tmp_path):
+    bad = tmp_path / "eng"
+    shutil.copytree(engine_dir, bad)
+    meta = json.loads((bad / "meta.json").read_text())
+    assert {"text_encoder.onnx", "segmenter.onnx", "vocab.txt"} <= set(meta["files"])
+    assert meta["input"]["image_size"] == 64 and meta["quantization"]["bits"] == "FP32"
+    with pytest.raises(EngineError, match="no engine folder"):
+        Engine.load(tmp_path / "absent")
+    seg = bad / "segmenter.onnx"
+    data = seg.read_bytes()
+    seg.write_bytes(data[:-100])
+    with pytest.raises(EngineError, match="SHA-256"):
+        Engine.load(bad)
+    seg.unlink()
+    with pytest.raises(EngineError, match="missing"):
+        Engine.load(bad)
+    seg.write_bytes(data)
+    meta["format_version"] = 99
+    (bad / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(EngineError, match="format version"):
+        Engine.load(bad)
+    (bad / "meta.json").write_text("{not json")
+    with pytest.raises(EngineError, match="not valid JSON"):
+        Engine.load(bad)
+    (bad / "meta.json").unlink()
+    with pytest.raises(EngineError, match="meta.json is missing"):
+        Engine.load(bad)
+
+
+def test_corrupt_graph_with_matching_hash_is_named(engine_dir, tmp_path):
+    from ptq4ris_core.engine.artifact import sha256
+    bad = tmp_path / "eng"
+    shutil.copytree(engine_dir, bad)
+    (bad / "segmenter.onnx").write_bytes(b"not an onnx graph")
+    meta = json.loads((bad / "meta.json").read_text())
+    meta["files"]["segmenter.onnx"] = sha256(bad / "segmenter.onnx")
+    (bad / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(EngineError, match="cannot load"):
+        Engine.load(bad, backend="onnxruntime")
+
+
+def test_unknown_backend_provider_and_bad_images(engine_dir):
+    with pytest.raises(EngineError, match="unknown backend"):
+        Engine.load(engine_dir, backend="tensorflow")
+    with pytest.raises(EngineError, match="not available"):
+        Engine.load(engine_dir, backend="onnxruntime", providers=["NoSuchExecutionProvider"])
+    eng = Engine.load(engine_dir, backend="onnxruntime")
+    img = _scene().image
+    with pytest.raises(InputError, match="uint8"):
+        eng.segment(img.astype(np.float32), "the red circle")
+    with pytest.raises(InputError, match="shape"):
+        eng.segment(img[..., :2], "the red circle")
+    with pytest.raises(InputError, match="empty"):
+        eng.segment(img, "  ")
+    with pytest.raises(InputError, match="empty"):
+        eng.segment(np.zeros((0, 10, 3), np.uint8), "the red circle")
+    mask, _ = eng.segment(img[..., 0].copy(), "the red circle")  # greyscale is converted
+    assert mask.shape == img.shape[:2]
