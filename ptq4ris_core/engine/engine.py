@@ -119,15 +119,17 @@ class Engine:
         words, m = self.text_features(text)
         return self._seg({"image": self.preprocess(check_image(image)), "words": words, "word_mask": m})[0]
 
-    def segment(self, image: np.ndarray, text: str) -> tuple[np.ndarray, float]:
-        """(H, W, 3) uint8 RGB + command → mask (H, W) uint8 0/255 at the image's size, and a score."""
+    def segment(self, image: np.ndarray, text: str, threshold: float = 0.5) -> tuple[np.ndarray, float]:
+        """(H, W, 3) uint8 RGB + command → mask (H, W) uint8 0/255 at the image's size, and a score.
+
+        A pixel is in the mask when its foreground probability exceeds ``threshold``."""
         image = check_image(image)
         lg = self.logits(image, text)
         d = (lg[0, 1] - lg[0, 0]).astype(np.float32)  # fg logit margin; sigmoid(d) = softmax fg prob
         h, w = image.shape[:2]
         if (h, w) != d.shape:
             d = np.asarray(Image.fromarray(d, mode="F").resize((w, h), Image.BILINEAR))
-        mask = d > 0
+        mask = d > float(np.log(threshold / (1 - threshold)))
         score = float((1 / (1 + np.exp(-d[mask]))).mean()) if mask.any() else 0.0
         return mask.astype(np.uint8) * 255, score
 

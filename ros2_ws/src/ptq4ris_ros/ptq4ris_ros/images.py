@@ -1,0 +1,64 @@
+"""ROS image messages ↔ NumPy, with every inconsistency turned into a named ImageInputError.
+
+Colour conversion comes from rosbags-image (NumPy-2 safe; PyPI's cv_bridge is not). We check
+size, step and data length first, and strip row padding, which rosbags-image does not do.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SUPPORTED = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
+
+
+class ImageInputError(ValueError):
+    """An image message the node cannot use; the message says why."""
+
+
+def raw_to_rgb(encoding: str, height: int, width: int, step: int, data, max_pixels: int) -> np.ndarray:
+    from rosbags.image.image import convert_color
+    if encoding not in SUPPORTED:
+        raise ImageInputError(f"unsupported encoding {encoding!r}; publish one of {', '.join(SUPPORTED)}")
+    if height <= 0 or width <= 0:
+        raise ImageInputError(f"empty image ({width}x{height})")
+    if height * width > max_pixels:
+        raise ImageInputError(f"image of {width}x{height} exceeds max_image_pixels={max_pixels}; downscale it upstream")
+    ch = SUPPORTED[encoding]
+    if step < width * ch:
+        raise ImageInputError(f"step {step} is smaller than width*channels = {width * ch} for {encoding}")
+    buf = np.frombuffer(bytes(data) if not isinstance(data, (bytes, bytearray, memoryview, np.ndarray)) else data,
+                        np.uint8)
+    if buf.size < step * height:
+        raise ImageInputError(f"data has {buf.size} bytes, {step * height} expected (step {step} x height {height})")
+    rows = buf[: step * height].reshape(height, step)[:, : width * ch]  # drop row padding
+    img = rows.reshape(height, width, ch) if ch > 1 else rows.reshape(height, width)
+    return np.ascontiguousarray(convert_color(img, encoding, "rgb8"))
+
+
+def compressed_to_rgb(fmt: str, data, max_pixels: int) -> np.ndarray:
+    import cv2
+    buf = np.frombuffer(bytes(data), np.uint8)
+    if buf.size == 0:
+        raise ImageInputError("compressed image has no data")
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if img is None:
+        raise ImageInputError(f"compressed image ({fmt or 'unknown format'}, {buf.size} bytes) cannot be decoded")
+    if img.shape[0] * img.shape[1] > max_pixels:
+        raise ImageInputError(f"image of {img.shape[1]}x{img.shape[0]} exceeds max_image_pixels={max_pixels}")
+    return np.ascontiguousarray(img[..., ::-1])  # OpenCV decodes to BGR
+
+
+def to_rgb(msg, max_pixels: int) -> np.ndarray:
+    if hasattr(msg, "format"):  # sensor_msgs/CompressedImage
+        return compressed_to_rgb(msg.format, msg.data, max_pixels)
+    return raw_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, max_pixels)
+
+
+def fill_image(msg, header, array: np.ndarray, encoding: str):
+    """Fill a sensor_msgs/Image from a (H, W) mono8 or (H, W, 3) rgb8 array, with the given header."""
+    msg.header = header
+    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(array.shape[1] * (array.shape[2] if array.ndim == 3 else 1))
+    msg.data = np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    return msg

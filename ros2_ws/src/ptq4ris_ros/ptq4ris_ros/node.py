@@ -1,0 +1,301 @@
+"""``ptq4ris_node``: camera images and language commands in, the referred object's mask out.
+
+A managed (lifecycle) node: configure loads the engine, activate subscribes, deactivate stops
+work, cleanup frees the engine. Only the latest image is kept; the engine runs on a worker
+thread, so a slow frame never builds a queue (replaced frames are counted as dropped).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+
+
+def _bootstrap_ros_wheels():
+    """In a plain venv, ROS 2 comes from PyPI wheels whose libraries need LD_LIBRARY_PATH set
+    before start: ros_wheels_bootstrapper re-executes this process once with it. A robot's
+    sourced ROS 2 (AMENT_PREFIX_PATH set) needs nothing."""
+    if os.environ.get("AMENT_PREFIX_PATH") or os.environ.get("_ROS_WHEELS_BOOTSTRAP_COMPLETE"):
+        return
+    try:
+        import ros_wheels_bootstrapper  # noqa: F401  (re-executes; does not return)
+    except ImportError:
+        pass
+
+
+def main(argv=None):
+    _bootstrap_ros_wheels()
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = RISNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.stop_worker()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+
+
+def _make_node_class():
+    import numpy as np
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rcl_interfaces.msg import ParameterDescriptor
+    from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+    from std_msgs.msg import String
+    from std_srvs.srv import SetBool
+
+    from .images import ImageInputError, fill_image, to_rgb
+    from .params import NodeParams, validate
+    from .stats import FrameStats
+
+    class _RISNode(LifecycleNode):
+        def __init__(self):
+            super().__init__("ptq4ris_node")
+            dyn = ParameterDescriptor(dynamic_typing=True)  # we check types ourselves, with clear messages
+            for name, default in vars(NodeParams()).items():
+                self.declare_parameter(name, list(default) if isinstance(default, tuple) else default, dyn)
+            self.params: NodeParams | None = None
+            self.engine = None
+            self.stats = FrameStats()
+            self.enabled = True
+            self._lock = threading.Condition()
+            self._latest = None  # (msg, arrival time)
+            self._command = None  # (text, arrival time)
+            self._worker = None
+            self._running = False
+            self._said = set()
+            self._subs = []
+            self.create_service(SetBool, "~/enable", self._on_enable)
+            self.mask_pub = self.create_lifecycle_publisher(Image, "mask", 10)
+            self.overlay_pub = self.create_lifecycle_publisher(Image, "overlay", 10)
+            self.result_pub = self.create_lifecycle_publisher(String, "result", 10)
+            self.roi_pub = self.create_lifecycle_publisher(RegionOfInterest, "roi", 10)
+            self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
+            self._diag_timer = None
+            if self.get_parameter("autostart").value is True:
+                if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                    self.trigger_activate()
+
+        # --- logging once -------------------------------------------------------------------
+        def _once(self, key: str, text: str, level: str = "info"):
+            if key not in self._said:
+                self._said.add(key)
+                getattr(self.get_logger(), level)(text)
+
+        # --- lifecycle ----------------------------------------------------------------------
+        def on_configure(self, state):
+            values = {n: self.get_parameter(n).value for n in vars(NodeParams())}
+            params, problems = validate(values)
+            if problems:
+                for p in problems:
+                    self.get_logger().error(f"parameter problem: {p}")
+                self.get_logger().error("not configured: fix the parameters (params file or -p name:=value) and configure again")
+                return TransitionCallbackReturn.FAILURE
+            try:
+                from ptq4ris_core.engine import Engine
+                self.engine = Engine.load(params.engine_path, backend=params.backend,
+                                          providers=list(params.providers) or None, device=params.device,
+                                          threads=params.threads)
+            except Exception as e:  # noqa: BLE001 - every load problem becomes one clear log line
+                self.get_logger().error(f"cannot load engine '{params.engine_path}': {e}")
+                return TransitionCallbackReturn.FAILURE
+            self.params = params
+            self._diag_timer = self.create_timer(params.diagnostics_period_s, self._diagnostics)
+            self.get_logger().info(f"engine loaded: {self.engine.describe()}")
+            return TransitionCallbackReturn.SUCCESS
+
+        def on_activate(self, state):
+            p = self.params
+            image_qos = QoSProfile(
+                history=HistoryPolicy.KEEP_LAST, depth=p.image_depth,
+                reliability=ReliabilityPolicy.RELIABLE if p.image_reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT)
+            command_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            itype, topic = (CompressedImage, "image/compressed") if p.image_transport == "compressed" else (Image, "image")
+            self._subs = [self.create_subscription(itype, topic, self._on_image, image_qos),
+                          self.create_subscription(String, "command", self._on_command, command_qos)]
+            self._running = True
+            self._worker = threading.Thread(target=self._work, name="ptq4ris-engine", daemon=True)
+            self._worker.start()
+            self.get_logger().info(f"active: {topic} ({p.image_reliability}, depth {p.image_depth}) + command → mask")
+            return super().on_activate(state)
+
+        def on_deactivate(self, state):
+            self.stop_worker()
+            for s in self._subs:
+                self.destroy_subscription(s)
+            self._subs = []
+            with self._lock:
+                self._latest = None
+            return super().on_deactivate(state)
+
+        def on_cleanup(self, state):
+            self.engine = None
+            if self._diag_timer is not None:
+                self.destroy_timer(self._diag_timer)
+                self._diag_timer = None
+            return TransitionCallbackReturn.SUCCESS
+
+        def on_shutdown(self, state):
+            self.stop_worker()
+            return TransitionCallbackReturn.SUCCESS
+
+        def stop_worker(self):
+            with self._lock:
+                self._running = False
+                self._lock.notify_all()
+            if self._worker is not None and self._worker is not threading.current_thread():
+                self._worker.join(timeout=5)
+            self._worker = None
+
+        # --- inputs -------------------------------------------------------------------------
+        def _on_enable(self, request, response):
+            self.enabled = bool(request.data)
+            if not self.enabled:
+                with self._lock:
+                    self._latest = None
+            response.success = True
+            response.message = "enabled" if self.enabled else "disabled: images are ignored until enabled"
+            self.get_logger().info(response.message)
+            return response
+
+        def _on_command(self, msg):
+            text = "".join(ch for ch in msg.data if ch.isprintable() or ch.isspace())
+            if text != msg.data:
+                self.get_logger().warning("command had non-printable characters; they were removed")
+            text = " ".join(text.split())
+            if not text:
+                self.get_logger().warning("empty or blank command ignored; the previous command stays in force")
+                return
+            limit = self.params.max_command_chars if self.params else 1000
+            if len(text) > limit:
+                self.get_logger().warning(f"command of {len(text)} characters cut to max_command_chars={limit}")
+                text = text[:limit]
+            with self._lock:
+                self._command = (text, time.monotonic())
+            self._said.discard("expired")
+            self.get_logger().info(f"command: {text[:120]!r}")
+
+        def _on_image(self, msg):
+            arrival = time.monotonic()
+            self.stats.count("received")
+            if not self.enabled:
+                self.stats.count("skipped")
+                return
+            with self._lock:
+                if self._latest is not None:
+                    self.stats.count("dropped")  # replaced before the worker took it
+                self._latest = (msg, arrival)
+                self._lock.notify()
+
+        # --- the worker -----------------------------------------------------------------------
+        def _take(self):
+            with self._lock:
+                while self._running and self._latest is None:
+                    self._lock.wait(timeout=0.5)
+                if not self._running:
+                    return None
+                item, self._latest = self._latest, None
+                return item, self._command
+
+        def _work(self):
+            last = 0.0
+            while True:
+                got = self._take()
+                if got is None:
+                    return
+                (msg, arrival), command = got
+                p = self.params
+                if p.max_rate_hz > 0:
+                    wait = last + 1.0 / p.max_rate_hz - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
+                        with self._lock:  # a newer frame may have come meanwhile: use it
+                            if self._latest is not None:
+                                self.stats.count("dropped")
+                                (msg, arrival), self._latest = self._latest, None
+                if command is None:
+                    self._once("nocommand", "no command yet: publishing nothing until one arrives on 'command'")
+                    self.stats.count("skipped")
+                    continue
+                text, when = command
+                if p.command_timeout_s > 0 and time.monotonic() - when > p.command_timeout_s:
+                    self._once("expired", f"command expired after command_timeout_s={p.command_timeout_s}; waiting for a new one")
+                    self.stats.count("skipped")
+                    continue
+                try:
+                    self._process(msg, arrival, text)
+                except ImageInputError as e:
+                    self.stats.count("rejected")
+                    self.get_logger().warning(f"image rejected: {e}", throttle_duration_sec=2.0)
+                except Exception as e:  # noqa: BLE001 - keep serving whatever one frame does
+                    self.stats.count("rejected")
+                    self.get_logger().error(f"frame failed: {type(e).__name__}: {e}", throttle_duration_sec=2.0)
+                last = time.monotonic()
+
+        def _process(self, msg, arrival, text):
+            p = self.params
+            rgb = to_rgb(msg, p.max_image_pixels)
+            t0 = time.monotonic()
+            mask, score = self.engine.segment(rgb, text, threshold=p.mask_threshold)
+            engine_ms = (time.monotonic() - t0) * 1000
+            self.mask_pub.publish(fill_image(Image(), msg.header, mask, "mono8"))
+            if p.publish_overlay:
+                from ptq4ris_core.segment import overlay
+                self.overlay_pub.publish(fill_image(Image(), msg.header, overlay(rgb, mask), "rgb8"))
+            ys, xs = np.nonzero(mask)
+            roi = RegionOfInterest()
+            if len(xs):
+                roi.x_offset, roi.y_offset = int(xs.min()), int(ys.min())
+                roi.width, roi.height = int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+            self.roi_pub.publish(roi)
+            latency_ms = (time.monotonic() - arrival) * 1000
+            self.result_pub.publish(String(data=json.dumps({
+                "stamp": {"sec": msg.header.stamp.sec, "nanosec": msg.header.stamp.nanosec},
+                "frame_id": msg.header.frame_id, "command": text, "score": round(score, 4),
+                "bbox": [roi.x_offset, roi.y_offset, roi.width, roi.height], "pixels": int(len(xs)),
+                "latency_ms": round(latency_ms, 2), "engine_ms": round(engine_ms, 2)})))
+            self.stats.done(latency_ms, engine_ms)
+
+        # --- diagnostics --------------------------------------------------------------------
+        def _diagnostics(self):
+            s = self.stats.snapshot()
+            ident = self.engine.describe() if self.engine else "no engine"
+            fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+            self.get_logger().info(
+                f"{ident}: processed {s['processed']}, dropped {s['dropped']}, rejected {s['rejected']}, "
+                f"skipped {s['skipped']}; latency p50 {fmt(s['latency_p50_ms'])} ms, p90 {fmt(s['latency_p90_ms'])} ms")
+            arr = DiagnosticArray()
+            arr.header.stamp = self.get_clock().now().to_msg()
+            st = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: ptq4ris",
+                                  message=ident, hardware_id=ident)
+            st.values = [KeyValue(key=k, value=str(v)) for k, v in s.items()]
+            arr.status = [st]
+            self.diag_pub.publish(arr)
+
+    return _RISNode
+
+
+class _Lazy:
+    """Build the node class on first use (rclpy must be importable, i.e. after bootstrapping)."""
+
+    def __call__(self, *a, **k):
+        return _make_node_class()(*a, **k)
+
+
+RISNode = _Lazy()
+
+if __name__ == "__main__":
+    main()
