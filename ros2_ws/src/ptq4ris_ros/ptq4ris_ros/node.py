@@ -76,6 +76,7 @@ def _make_node_class():
             self._worker = None
             self._running = False
             self._said = set()
+            self._last_warned = {}
             self._subs = []
             self.create_service(SetBool, "~/enable", self._on_enable)
             self.mask_pub = self.create_lifecycle_publisher(Image, "mask", 10)
@@ -89,6 +90,14 @@ def _make_node_class():
                     self.trigger_activate()
 
         # --- logging once -------------------------------------------------------------------
+        def _warn_limited(self, text: str, period: float = 2.0):
+            """Each distinct problem is logged, a repeating one at most every ``period`` seconds."""
+            key = "".join(ch for ch in text if not ch.isdigit())[:80]
+            now = time.monotonic()
+            if now - self._last_warned.get(key, -1e9) >= period:
+                self._last_warned[key] = now
+                self.get_logger().warning(text)
+
         def _once(self, key: str, text: str, level: str = "info"):
             if key not in self._said:
                 self._said.add(key)
@@ -174,19 +183,21 @@ def _make_node_class():
         def _on_command(self, msg):
             text = "".join(ch for ch in msg.data if ch.isprintable() or ch.isspace())
             if text != msg.data:
-                self.get_logger().warning("command had non-printable characters; they were removed")
+                self._warn_limited("command had non-printable characters; they were removed")
             text = " ".join(text.split())
             if not text:
-                self.get_logger().warning("empty or blank command ignored; the previous command stays in force")
+                self._warn_limited("empty or blank command ignored; the previous command stays in force")
                 return
             limit = self.params.max_command_chars if self.params else 1000
             if len(text) > limit:
-                self.get_logger().warning(f"command of {len(text)} characters cut to max_command_chars={limit}")
+                self._warn_limited(f"command of {len(text)} characters cut to max_command_chars={limit}")
                 text = text[:limit]
             with self._lock:
+                changed = self._command is None or self._command[0] != text
                 self._command = (text, time.monotonic())
             self._said.discard("expired")
-            self.get_logger().info(f"command: {text[:120]!r}")
+            if changed:
+                self.get_logger().info(f"command: {text[:120]!r}")
 
         def _on_image(self, msg):
             arrival = time.monotonic()
@@ -239,10 +250,10 @@ def _make_node_class():
                     self._process(msg, arrival, text)
                 except ImageInputError as e:
                     self.stats.count("rejected")
-                    self.get_logger().warning(f"image rejected: {e}", throttle_duration_sec=2.0)
+                    self._warn_limited(f"image rejected: {e}")
                 except Exception as e:  # noqa: BLE001 - keep serving whatever one frame does
                     self.stats.count("rejected")
-                    self.get_logger().error(f"frame failed: {type(e).__name__}: {e}", throttle_duration_sec=2.0)
+                    self._warn_limited(f"frame failed: {type(e).__name__}: {e}")
                 last = time.monotonic()
 
         def _process(self, msg, arrival, text):
