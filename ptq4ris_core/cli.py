@@ -143,6 +143,23 @@ def cmd_table(a):
     print(markdown(res["rows"]))
 
 
+def cmd_publish(a):
+    import json
+    from .evaluate import evaluate_model
+    from .models import load_model
+    from .models.store import publish_weights
+    info = publish_weights(a.run, a.out)
+    model = load_model(info["out"])
+    ref = evaluate_model(model, "test", a.reference_n, batch=32, progress=False)
+    side = Path(info["out"]).with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["reference"] = {"split": "test", "n": a.reference_n, "batch": 32, "mIoU": ref["mIoU"], "oIoU": ref["oIoU"]}
+    meta["publish_command"] = "ptq4ris " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+    side.write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"{info['out']}: step {info['step']}, reference test[0:{a.reference_n}] mIoU {ref['mIoU']:.4f}; "
+          f"dropped {info['dropped'] or 'nothing'}")
+
+
 def cmd_export(a):
     from .engine import export_engine
     if a.quantized:
@@ -225,6 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--seed", type=int, default=0)
     tb.add_argument("--out", help="path stem for the Markdown and JSON, e.g. docs/method_table")
     tb.set_defaults(func=cmd_table)
+
+    pw = sub.add_parser("publish-weights", help="make a training run's final checkpoint the packaged model",
+                        description="Copy runs/NAME/checkpoint.pt (fp32) to the package as fp16 safetensors + JSON, "
+                        "and record its score on a fixed test subset, which the tests reproduce.")
+    pw.add_argument("--run", required=True, help="the training run folder (checkpoint.pt, model.json)")
+    pw.add_argument("--out", default=str(Path(__file__).parent / "models" / "weights" / "default.safetensors"))
+    pw.add_argument("--reference-n", type=int, default=96, help="test scenes for the recorded reference score")
+    pw.set_defaults(func=cmd_publish)
 
     x = sub.add_parser("export", help="build an engine folder (ONNX graphs + tokenizer + meta.json)",
                        description="Export the model to an engine: text_encoder.onnx, segmenter.onnx, the tokenizer "

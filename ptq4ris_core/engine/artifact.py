@@ -1,11 +1,11 @@
 """The engine folder and its meta.json: what is in it, and the checks before anything runs."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from ..errors import PTQ4RISError
+from ..files import sha256
 
 FORMAT = "ptq4ris-engine"
 FORMAT_VERSION = 1
@@ -15,14 +15,6 @@ TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "spec
 
 class EngineError(PTQ4RISError, RuntimeError):
     """An engine folder that cannot be used: missing, corrupt, altered, or from another version."""
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_meta(folder: Path, meta: dict) -> dict:

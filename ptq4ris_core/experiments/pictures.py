@@ -22,6 +22,14 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, out: Path) -> Path:
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def _first(model, infos_pred):
     for name, mod in model.named_modules():
         if isinstance(mod, QuantModule):
@@ -85,11 +93,7 @@ def histograms(qmodel, batches, run, out: Path) -> Path:
             extra = f"channel groups folded: r ∈ {sorted(set(np.round(mod.in_div.numpy(), 2).tolist()))[:4]}"
         ax.set_title(f"{title}\n{name} [{q.kind}, {q.bits} bit] {extra}", fontsize=8)
         ax.set_xlabel("value (red: quantization levels)")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 @torch.no_grad()
@@ -124,11 +128,7 @@ def per_layer_error(qmodels: dict, batch, out: Path) -> Path:
     ax.set_ylabel("relative output error")
     ax.legend()
     ax.set_title("Per-layer quantization error")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def calib_batches(cfg, n=8):
