@@ -31,6 +31,22 @@ def ris_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ce + dice.mean()
 
 
+def _remap_optimizer_state(state: dict, names: list[str], current_keys: set) -> dict:
+    """Optimizer state indexed for the current parameters, by name.
+
+    A checkpoint from an older layout may hold parameters the model no longer has (the first
+    default run's unused last-stage gate): their entries are dropped, the others re-indexed.
+    """
+    saved = [k for k in state["model"] if k in names or k not in current_keys]  # the saved run's parameters, in order
+    if saved == names:
+        return state["opt"]
+    opt = state["opt"]
+    old_index = {n: i for i, n in enumerate(saved)}
+    new_state = {j: opt["state"][old_index[n]] for j, n in enumerate(names) if old_index.get(n) in opt["state"]}
+    groups = [{**opt["param_groups"][0], "params": list(range(len(names)))}]
+    return {"state": new_state, "param_groups": groups}
+
+
 def lr_at(step: int, total: int, base: float, warmup: int) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -53,8 +69,9 @@ def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e
     start = 0
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=True)
-        model.load_state_dict(state["model"], strict=False)
-        opt.load_state_dict(state["opt"])
+        names = [n for n, _ in model.named_parameters() if not (cfg.freeze_text and n.startswith("text_encoder."))]
+        model.load_state_dict({k: v for k, v in state["model"].items() if k in model.state_dict()}, strict=False)
+        opt.load_state_dict(_remap_optimizer_state(state, names, set(model.state_dict())))
         start = state["step"]
         print(f"resuming from step {start}", file=sys.stderr)
     data = SceneDataset("train", (steps - start) * batch, cfg.image_size, seed=seed, offset=start * batch)
