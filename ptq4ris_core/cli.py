@@ -162,13 +162,22 @@ def cmd_publish(a):
 
 def cmd_export(a):
     from .engine import export_engine
+    if bool(a.fp32) == bool(a.quantized):
+        raise InputError("say what to export: --fp32 (the float model) or --quantized DIR (a calibrated folder)")
     if a.quantized:
-        raise InputError("the quantized (QDQ) export is not built yet (issue 4); use --fp32 for now")
-    if not a.fp32:
-        raise InputError("say what to export: --fp32 (the float model) or --quantized DIR")
-    from .models import load_model
-    out = export_engine(load_model(a.model), a.out, {"model": str(a.model)})
-    print(f"{out}: FP32 engine (text_encoder.onnx, segmenter.onnx, tokenizer, meta.json)")
+        from .calib.saved import load_quantized
+        model, meta = load_quantized(a.quantized)
+        info = {"model": meta["base"]["name"], "quantization": {
+            "method": meta["method"], "options": meta.get("options", {}), "bits": meta["bits"],
+            "calibration": meta["calibration"], "config": meta["config"], "source": str(a.quantized)}}
+        out = export_engine(model, a.out, info)
+        q = __import__("json").loads((out / "meta.json").read_text())["quantization"]
+        print(f"{out}: {meta['method']} {meta['bits']} engine, {len(q['integer_layers'])} integer layers, "
+              f"{len(q['float_layers'])} float (see meta.json)")
+    else:
+        from .models import load_model
+        out = export_engine(load_model(a.model), a.out, {"model": str(a.model)})
+        print(f"{out}: FP32 engine (text_encoder.onnx, segmenter.onnx, tokenizer, meta.json)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,12 +34,7 @@ def _export(module, args, path, inputs, outputs):
     module.eval()  # the exporter restores train(True) on the wrapper, which would reach BatchNorm
 
 
-def export_engine(model, out: str | Path, info: dict | None = None) -> Path:
-    """Float export (the quantized QDQ export builds on the same two graphs)."""
-    import onnx
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
+def _export_graphs(model, out: Path):
     cfg = model.cfg
     ids = torch.full((1, cfg.max_tokens), 0, dtype=torch.int64)
     ids[0, :4] = torch.tensor([101, 2417, 4418, 102])
@@ -49,11 +44,36 @@ def export_engine(model, out: str | Path, info: dict | None = None) -> Path:
         words = model.text_encoder(ids, mask)
     image = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
     _export(_Segmenter(model), (image, words, mask), out / SEG_GRAPH, ["image", "words", "word_mask"], ["logits"])
+
+
+def export_engine(model, out: str | Path, info: dict | None = None) -> Path:
+    """Export a float model, or a calibrated one (``info["quantization"]`` set): its deployable
+    layers become integer QDQ layers, the rest runs in float, and meta.json says which is which."""
+    import onnx
+
+    from ..nn import QuantModule
+    from .qdq import deploy_mode
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    cfg = model.cfg
+    quant = dict((info or {}).get("quantization", {"method": "fp32", "bits": "FP32"}))
+    if any(isinstance(m, QuantModule) for m in model.modules()):
+        with deploy_mode(model) as integer:
+            _export_graphs(model, out)
+        quantized = [n for n, m in model.named_modules() if isinstance(m, QuantModule) and m.quantizers()]
+        quant["integer_layers"] = integer
+        quant["float_layers"] = {n: "attention matmul: kept float (faster than int8 on these runtimes)"
+                                 if type(model.get_submodule(n)).__name__ == "QuantMatMul"
+                                 else "quantizer not expressible as uniform QDQ: runs float"
+                                 for n in quantized if n not in integer}
+    else:
+        _export_graphs(model, out)
     for name in TOKENIZER_FILES:
         shutil.copy(minilm_dir() / name, out / name)
     import onnxruntime
     meta = {"model": {"name": (info or {}).get("model", "default"), "config": cfg.to_dict()},
-            "quantization": (info or {}).get("quantization", {"method": "fp32", "bits": "FP32"}),
+            "quantization": quant,
             "input": {"image_size": cfg.image_size, "layout": "NCHW", "mean": list(cfg.mean), "std": list(cfg.std),
                       "color": "RGB"},
             "tokenizer": {"max_tokens": cfg.max_tokens, "lowercase": True},
