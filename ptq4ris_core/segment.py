@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
@@ -74,46 +73,65 @@ def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
 
-def mask_and_score(logits: torch.Tensor, height: int, width: int) -> tuple[np.ndarray, float]:
+def mask_from_logits(logits: np.ndarray, height: int, width: int, threshold: float = 0.5) -> tuple[np.ndarray, float]:
     """(1, 2, S, S) logits → mask (H, W) uint8 0/255 at the image's size, and a confidence score.
 
-    The score is the mean foreground probability over the predicted mask (0 when it is empty).
+    The foreground-logit margin d (sigmoid(d) = softmax foreground probability) is resized bilinearly;
+    a pixel is in the mask when its probability exceeds ``threshold``. The score is the mean probability
+    over the mask (0 when it is empty). Shared by the PyTorch path and every engine backend.
     """
-    logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
-    prob = logits.softmax(1)[0, 1]
-    mask = prob > 0.5
-    score = float(prob[mask].mean()) if bool(mask.any()) else 0.0
-    return mask.numpy().astype(np.uint8) * 255, score
+    d = (logits[0, 1] - logits[0, 0]).astype(np.float32)
+    if d.shape != (height, width):
+        d = np.asarray(Image.fromarray(d, mode="F").resize((width, height), Image.BILINEAR))
+    mask = d > float(np.log(threshold / (1 - threshold)))
+    score = float((1 / (1 + np.exp(-d[mask]))).mean()) if mask.any() else 0.0
+    return mask.astype(np.uint8) * 255, score
+
+
+class TextCache:
+    """Encodes a command once: the command changes rarely, the image every frame.
+
+    ``encode(text) -> features`` runs only for a new (normalised) command; ``encodes`` counts its runs.
+    """
+
+    def __init__(self, tokenizer, max_tokens: int, encode):
+        self.tokenizer, self.max_tokens, self.encode = tokenizer, max_tokens, encode
+        self.text, self.value, self.encodes = None, None, 0
+
+    def __call__(self, text: str):
+        text = check_command(text)
+        if text != self.text:
+            if len(self.tokenizer(text)["input_ids"]) > self.max_tokens:
+                log.warning("command is longer than %d tokens; the rest is ignored", self.max_tokens)
+            self.value, self.text = self.encode(text), text
+            self.encodes += 1
+        return self.value
 
 
 class Segmenter:
-    """PyTorch inference with a per-command text cache (the command changes rarely)."""
+    """PyTorch inference with the same call as the engine."""
 
     def __init__(self, model: RISModel):
         self.model = model.eval()
         self.pre = Preprocessor(model.cfg)
-        self._cached_text, self._cached_words = None, None
-        self.text_encodes = 0
-
-    def text_features(self, text: str):
-        text = check_command(text)
-        if text != self._cached_text:
-            ids, m = self.pre.texts([text])
-            if int(m.sum()) >= self.model.cfg.max_tokens and len(self.pre.tokenizer(text)["input_ids"]) > self.model.cfg.max_tokens:
-                log.warning("command is longer than %d tokens; the rest is ignored", self.model.cfg.max_tokens)
-            with torch.no_grad():
-                self._cached_words = (self.model.text_encoder(ids, m), m)
-            self._cached_text = text
-            self.text_encodes += 1
-        return self._cached_words
+        self.text_features = TextCache(self.pre.tokenizer, model.cfg.max_tokens, self._encode)
 
     @torch.no_grad()
-    def segment(self, image: np.ndarray, text: str) -> tuple[np.ndarray, float]:
+    def _encode(self, text: str):
+        ids, m = self.pre.texts([text])
+        return self.model.text_encoder(ids, m), m
+
+    @property
+    def text_encodes(self) -> int:
+        return self.text_features.encodes
+
+    @torch.no_grad()
+    def segment(self, image: np.ndarray, text: str, threshold: float = 0.5) -> tuple[np.ndarray, float]:
         image = check_image(image)
         words, m = self.text_features(text)
         x = self.pre.images(resize_rgb(image, self.model.cfg.image_size)[None])
-        logits = self.model.segment_features(x, words, m)
-        return mask_and_score(logits, image.shape[0], image.shape[1])
+        logits = self.model.segment_features(x, words, m).numpy()
+        return mask_from_logits(logits, image.shape[0], image.shape[1], threshold)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, colour=(0, 255, 80), alpha: float = 0.5) -> np.ndarray:

@@ -142,16 +142,14 @@ def calibrate(fp_model, method, w_bits: int, a_bits: int, calib: CalibrationSet 
     grads = hessian_grads(model, infos, method, batches)
 
     def cache_text(info, batches, run):
-        # Once every text layer is calibrated, the text features are fixed: compute them once.
-        nonlocal text_left
-        if text_left == 0:
+        # Text layers run first. At the first other layer the text side is calibrated and its output
+        # fixed: compute it once per batch (token ids in the batches become word features).
+        if info.domain != "text" and not batches[0][1].is_floating_point():
             with torch.no_grad():
                 batches = [(img, model.encode_text(ids, m), m) for img, ids, m in batches]
-            run, text_left = (lambda b: model.segment_features(*b)), -1
-        text_left -= info.domain == "text"
+            run = lambda b: model.segment_features(*b)  # noqa: E731
         return batches, run
 
-    text_left = sum(i.domain == "text" for i in infos.values())
     calibrate_layers(infos, method, batches, run, grads, progress, f"calibrate {method.name} W{w_bits}A{a_bits}",
                      switch=cache_text)
     model.cfg = replace(model.cfg, freeze_text=True)

@@ -96,17 +96,22 @@ def channel_group_params(x: torch.Tensor, bits: int, axis: int = -1):
 
 # --- searches -----------------------------------------------------------------------------------
 
-def _grid_uniform(q: UniformQuantizer, x, score):
-    """α grid on the min-max range: per tensor, shrink/extend [lo, hi] by α; keep the best score."""
-    lo, hi = (tensor_minmax(x) if q.axis is None else channel_minmax(x, q.axis))
-    best, best_p = None, None
-    for a in ALPHAS:
-        s, z = Fq.minmax_params(lo * a, hi * a, q.bits, q.symmetric)
-        q.set_params(s, z)
+def _pick_best(candidates, apply, score):
+    """Apply each candidate, score it, and leave the quantizer on the best one (lowest score)."""
+    best, best_c = None, None
+    for c in candidates:
+        apply(c)
         v = float(score())
         if best is None or v < best:
-            best, best_p = v, (s, z)
-    q.set_params(*best_p)
+            best, best_c = v, c
+    apply(best_c)
+
+
+def _grid_uniform(q: UniformQuantizer, x, score):
+    """α grid on the min-max range: per tensor (or per head), shrink/extend [lo, hi] by α."""
+    lo, hi = (tensor_minmax(x) if q.axis is None else channel_minmax(x, q.axis))
+    params = [Fq.minmax_params(lo * a, hi * a, q.bits, q.symmetric) for a in ALPHAS]
+    _pick_best(params, lambda p: q.set_params(*p), score)
 
 
 def _grid_weight_per_channel(q: UniformQuantizer, w, score_per_channel):
@@ -118,60 +123,36 @@ def _grid_weight_per_channel(q: UniformQuantizer, w, score_per_channel):
         q.set_params(s, z)
         errs.append(score_per_channel())
         params.append((s, z))
-    errs = torch.stack(errs)  # (alphas, out_channels)
-    pick = errs.argmin(0)
-    s = torch.stack([p[0] for p in params])[pick, torch.arange(len(pick))]
-    z = torch.stack([p[1] for p in params])[pick, torch.arange(len(pick))]
-    q.set_params(s, z)
+    pick = torch.stack(errs).argmin(0)  # (alphas, out_channels) → best α per channel
+    cols = torch.arange(len(pick))
+    q.set_params(torch.stack([p[0] for p in params])[pick, cols], torch.stack([p[1] for p in params])[pick, cols])
 
 
 def _grid_drq_softmax(q: DualRegionSoftmaxQuantizer, score):
-    best, best_k = None, 0
-    for k in range(0, 20):  # split s = 2^-k, so Δ_high/Δ_low = 2^k: a shift on hardware
-        q.split.fill_(2.0 ** -k)
-        v = float(score())
-        if best is None or v < best:
-            best, best_k = v, k
-    q.split.fill_(2.0 ** -best_k)
+    # split s = 2^-k, so Δ_high/Δ_low = 2^k: a shift on hardware
+    _pick_best([2.0 ** -k for k in range(20)], q.split.fill_, score)
 
 
 def _grid_drq_gelu(q: DualRegionGeluQuantizer, x, score):
     top = max(float(x.max()), 1e-6)
-    best, best_d = None, None
-    for a in ALPHAS:
-        d = a * top / (2 ** (q.bits - 1) - 1)
-        q.delta_pos.fill_(float(d))
-        v = float(score())
-        if best is None or v < best:
-            best, best_d = v, float(d)
-    q.delta_pos.fill_(best_d)
+    _pick_best([float(a) * top / (2 ** (q.bits - 1) - 1) for a in ALPHAS], q.delta_pos.fill_, score)
 
 
 def _grid_log(q: LogQuantizer, x, score, taus=None):
     top = max(float(x.max()), 1e-8)
-    best, best_p = None, None
-    for tau in (taus or [float(q.tau)]):
-        for frac in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4):
-            q.tau.fill_(tau)
-            q.scale.fill_(top * frac)
-            v = float(score())
-            if best is None or v < best:
-                best, best_p = v, (tau, top * frac)
-    q.tau.fill_(best_p[0])
-    q.scale.fill_(best_p[1])
+
+    def apply(c):
+        q.tau.fill_(c[0])
+        q.scale.fill_(c[1])
+    _pick_best([(tau, top * f) for tau in (taus or [float(q.tau)]) for f in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)],
+               apply, score)
 
 
 def _quantile_clip(q: UniformQuantizer, x):
     """Clip at the quantile pair with the least L2 error on the tensor itself (BERT matmul operands)."""
-    best, best_p = None, None
-    for p in QUANTILES:
-        lo, hi = (quantile(x, 1 - p), quantile(x, p)) if p < 1 else tensor_minmax(x)
-        s, z = Fq.minmax_params(lo, hi, q.bits, q.symmetric)
-        q.set_params(s, z)
-        v = float(((q.quantize(x) - x) ** 2).mean())
-        if best is None or v < best:
-            best, best_p = v, (s, z)
-    q.set_params(*best_p)
+    params = [Fq.minmax_params(*((quantile(x, 1 - p), quantile(x, p)) if p < 1 else tensor_minmax(x)), q.bits, q.symmetric)
+              for p in QUANTILES]
+    _pick_best(params, lambda p: q.set_params(*p), lambda: ((q.quantize(x) - x) ** 2).mean())
 
 
 def search_one(q, x, score, strategy: str, score_per_channel=None):
@@ -224,9 +205,6 @@ def calibrate_layer(mod, inputs: list, grad: torch.Tensor | None, metric: str = 
             strategy = getattr(q, "strategy", "minmax")
             if r > 0 and strategy != "grid":
                 continue
-            x = operands[slot]
-            if slot == "weight_quantizer" or len(x) <= MAX_ROWS:
-                search_one(q, x, score, strategy, score_per_channel if slot == "weight_quantizer" else None)
-            else:
-                search_one(q, x, score, strategy)
+            search_one(q, operands[slot], score, strategy,
+                       score_per_channel if slot == "weight_quantizer" else None)
     return fp_out

@@ -1,16 +1,13 @@
 """``Engine``: load an engine folder, check it, and segment images on ONNX Runtime or OpenVINO."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from ..segment import check_command, check_image
+from ..segment import TextCache, check_image, mask_from_logits, resize_rgb
 from .artifact import SEG_GRAPH, TEXT_GRAPH, EngineError, read_meta
 
-log = logging.getLogger(__name__)
 BACKENDS = ("auto", "onnxruntime", "openvino")
 
 
@@ -71,8 +68,7 @@ class Engine:
         self.mean = np.array(inp["mean"], np.float32) * 255
         self.std = np.array(inp["std"], np.float32) * 255
         self.max_tokens = int(meta["tokenizer"]["max_tokens"])
-        self._cached_text, self._cached = None, None
-        self.text_encodes = 0
+        self.text_features = TextCache(tokenizer, self.max_tokens, self._encode)
 
     @classmethod
     def load(cls, path, backend: str = "auto", providers=None, device: str = "CPU", threads: int = 2,
@@ -95,43 +91,34 @@ class Engine:
             raise EngineError(f"the tokenizer files in {folder} cannot be read ({e}); re-export the engine") from e
         return cls(folder, meta, backend, runners[0], runners[1], tok)
 
-    def text_features(self, text: str):
-        text = check_command(text)
-        if text != self._cached_text:
-            enc = self.tokenizer([text], padding="max_length", truncation=True, max_length=self.max_tokens,
-                                 return_tensors="np")
-            if len(self.tokenizer(text)["input_ids"]) > self.max_tokens:
-                log.warning("command is longer than %d tokens; the rest is ignored", self.max_tokens)
-            ids, m = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
-            self._cached = (self._text({"input_ids": ids, "attention_mask": m})[0], m)
-            self._cached_text = text
-            self.text_encodes += 1
-        return self._cached
+    def _encode(self, text: str):
+        enc = self.tokenizer([text], padding="max_length", truncation=True, max_length=self.max_tokens,
+                             return_tensors="np")
+        ids, m = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+        return self._text({"input_ids": ids, "attention_mask": m})[0], m
+
+    @property
+    def text_encodes(self) -> int:
+        return self.text_features.encodes
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
-        if image.shape[:2] != (self.size, self.size):
-            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
-        x = (image.astype(np.float32) - self.mean) / self.std
+        x = (resize_rgb(image, self.size).astype(np.float32) - self.mean) / self.std
         return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+    def _run(self, image: np.ndarray, text: str) -> np.ndarray:
+        words, m = self.text_features(text)
+        return self._seg({"image": self.preprocess(image), "words": words, "word_mask": m})[0]
 
     def logits(self, image: np.ndarray, text: str) -> np.ndarray:
         """Raw (1, 2, S, S) mask logits at the model's input size."""
-        words, m = self.text_features(text)
-        return self._seg({"image": self.preprocess(check_image(image)), "words": words, "word_mask": m})[0]
+        return self._run(check_image(image), text)
 
     def segment(self, image: np.ndarray, text: str, threshold: float = 0.5) -> tuple[np.ndarray, float]:
         """(H, W, 3) uint8 RGB + command → mask (H, W) uint8 0/255 at the image's size, and a score.
 
         A pixel is in the mask when its foreground probability exceeds ``threshold``."""
         image = check_image(image)
-        lg = self.logits(image, text)
-        d = (lg[0, 1] - lg[0, 0]).astype(np.float32)  # fg logit margin; sigmoid(d) = softmax fg prob
-        h, w = image.shape[:2]
-        if (h, w) != d.shape:
-            d = np.asarray(Image.fromarray(d, mode="F").resize((w, h), Image.BILINEAR))
-        mask = d > float(np.log(threshold / (1 - threshold)))
-        score = float((1 / (1 + np.exp(-d[mask]))).mean()) if mask.any() else 0.0
-        return mask.astype(np.uint8) * 255, score
+        return mask_from_logits(self._run(image, text), image.shape[0], image.shape[1], threshold)
 
     def describe(self) -> str:
         q = self.meta.get("quantization", {})

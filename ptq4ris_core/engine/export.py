@@ -51,7 +51,7 @@ def export_engine(model, out: str | Path, info: dict | None = None) -> Path:
     layers become integer QDQ layers, the rest runs in float, and meta.json says which is which."""
     import onnx
 
-    from ..nn import QuantModule
+    from ..nn import QuantMatMul, QuantModule
     from .qdq import deploy_mode
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,7 @@ def export_engine(model, out: str | Path, info: dict | None = None) -> Path:
         quantized = [n for n, m in model.named_modules() if isinstance(m, QuantModule) and m.quantizers()]
         quant["integer_layers"] = integer
         quant["float_layers"] = {n: "attention matmul: kept float (faster than int8 on these runtimes)"
-                                 if type(model.get_submodule(n)).__name__ == "QuantMatMul"
+                                 if isinstance(model.get_submodule(n), QuantMatMul)
                                  else "quantizer not expressible as uniform QDQ: runs float"
                                  for n in quantized if n not in integer}
     else:

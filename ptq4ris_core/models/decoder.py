@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import coord_grid
 from .swin import resize_like
 
 
@@ -16,11 +17,9 @@ def conv_bn_relu(cin, cout, stride=1):
 
 
 def coord_maps(x):
+    """Coordinate channels (B, 2, H, W) for a feature map: the same grid the fusion queries get."""
     b, _, h, w = x.shape
-    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
-    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx, gy])[None].expand(b, -1, -1, -1)
+    return coord_grid(h, w, x.device, x.dtype).t().reshape(1, 2, h, w).expand(b, -1, -1, -1)
 
 
 class Decoder(nn.Module):

@@ -58,7 +58,7 @@ def read_sidecar(path: str | Path) -> dict:
         raise ModelLoadError(f"{side} is not valid JSON ({e}); restore it from git or re-run training") from e
 
 
-def load_model(name_or_path: str | Path = "default", drop_unexpected: bool = False) -> RISModel:
+def load_model(name_or_path: str | Path = "default") -> RISModel:
     """``"default"`` (the committed model) or a path to ``*.safetensors`` with its ``.json`` beside it."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -74,9 +74,6 @@ def load_model(name_or_path: str | Path = "default", drop_unexpected: bool = Fal
     expected = _stored_state(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    if drop_unexpected:  # weights from an older layout with extra, unused tensors (see publish_weights)
-        state = {k: v for k, v in state.items() if k in expected}
-        unexpected = []
     if missing or unexpected:
         raise ModelLoadError(f"{path} does not match its config: {len(missing)} missing tensors "
                              f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
