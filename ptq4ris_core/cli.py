@@ -180,6 +180,107 @@ def cmd_export(a):
         print(f"{out}: FP32 engine (text_encoder.onnx, segmenter.onnx, tokenizer, meta.json)")
 
 
+def cmd_bag_make(a):
+    from .bags import make_bag
+    path = make_bag(a.out, split=a.split, n=a.n, width=a.width, height=a.height, rate=a.rate, hold=a.hold,
+                    storage=a.storage, compressed=a.compressed, encoding=a.encoding, start=a.start,
+                    overwrite=a.overwrite)
+    print(f"wrote {path} ({a.n} frames, {a.storage}{', JPEG' if a.compressed else ''})")
+
+
+def _print_bag_summary(s: dict):
+    from .metrics import format_summary
+    if s.get("accuracy"):
+        print(format_summary(s["accuracy"]))
+    else:
+        print("(no ground truth in the bag: latency and coverage only)")
+    for k, p in s["latency_ms"].items():
+        if p["n"]:
+            print(f"{k} latency: p50 {p['p50']:.1f} ms, p90 {p['p90']:.1f} ms, p99 {p['p99']:.1f} ms ({p['n']} frames)")
+    for k in ("frames", "frames_sent", "frames_answered", "dropped", "wrong_header", "frames_without_ground_truth"):
+        if k in s:
+            print(f"{k.replace('_', ' ')}: {s[k]}")
+    for reason, n in (s.get("skipped") or {}).items():
+        print(f"skipped {n} frame(s): {reason}")
+    if s.get("report"):
+        print(f"report: {s['report']}/report.md")
+
+
+def cmd_bag_eval(a):
+    from .bags.evaluate import evaluate_bag
+    from .engine import Engine
+    engine = Engine.load(a.engine, backend=a.backend, threads=a.threads)
+    s = evaluate_bag(a.bag, engine, out=a.out, image_topic=a.image_topic, command_topic=a.command_topic,
+                     gt_topic=a.gt_topic, command=a.command)
+    _print_bag_summary(s)
+    print(f"wall time: {s['wall_s']} s")
+    _json_out(a.json, s)
+
+
+def cmd_bag_replay(a):
+    from .bags.replay import replay_bag
+    out = a.out or str(Path(a.bag).with_name(Path(a.bag).name + "_replay"))
+    s = replay_bag(a.bag, a.engine, out, rate=a.rate, launch=not a.no_launch, image_topic=a.image_topic,
+                   command_topic=a.command_topic, gt_topic=a.gt_topic, command=a.command, mask_topic=a.mask_topic,
+                   domain_id=a.domain_id)
+    _print_bag_summary(s)
+    _json_out(a.json, s)
+
+
+def _bag_parsers(sub):
+    b = sub.add_parser("bag", help="rosbag2 files: make one of test scenes, score an engine on one, replay one live",
+                       description="Rosbag2 (MCAP or SQLite) evaluation. 'make' writes generated scenes with ground "
+                       "truth; 'eval' scores an engine offline; 'replay' plays the bag into the live ROS 2 node.")
+    bs = b.add_subparsers(dest="bag_command", required=True, metavar="make|eval|replay")
+    m = bs.add_parser("make", help="write a bag of generated scenes, commands and ground-truth masks",
+                      description="Images on /camera/image_raw (or .../compressed), commands on /command (a new one "
+                      "every --hold frames), ground-truth masks on /ground_truth/mask with the image's header.")
+    m.add_argument("--split", default="test", choices=["train", "val", "test"])
+    m.add_argument("--n", type=int, default=300, help="frames (default 300)")
+    m.add_argument("--out", required=True, help="bag folder to write, e.g. bags/test")
+    m.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
+    m.add_argument("--compressed", action="store_true", help="JPEG sensor_msgs/CompressedImage instead of raw")
+    m.add_argument("--encoding", default="bgr8", help="raw image encoding: bgr8 (default), rgb8, mono8, rgba8, bgra8")
+    m.add_argument("--rate", type=float, default=10.0, help="camera rate in Hz (default 10)")
+    m.add_argument("--width", type=int, default=640)
+    m.add_argument("--height", type=int, default=480)
+    m.add_argument("--hold", type=int, default=3, help="frames per command (default 3)")
+    m.add_argument("--start", type=int, default=0, help="first scene index of the split")
+    m.add_argument("--overwrite", action="store_true")
+    m.set_defaults(func=cmd_bag_make)
+
+    def topics(q):
+        q.add_argument("bag", help="the bag folder (or .mcap / .db3 file's folder)")
+        q.add_argument("--image-topic", help="default: /camera/image_raw or the bag's only image topic")
+        q.add_argument("--command-topic", help="default: /command or the bag's only std_msgs/String topic")
+        q.add_argument("--gt-topic", help="ground-truth masks (default /ground_truth/mask when present)")
+        q.add_argument("--command", help="one command for every frame (for bags without commands)")
+        q.add_argument("--out", help="report folder (JSON, Markdown, PNG plots)")
+        q.add_argument("--json", help="also write the summary to this JSON file")
+
+    e = bs.add_parser("eval", help="score an engine on a bag offline (deterministic)",
+                      description="Each frame is paired with the latest command logged at or before its stamp and "
+                      "scored against the ground-truth mask with the same stamp; latency is always measured.")
+    topics(e)
+    e.add_argument("--engine", required=True, help="an engine folder from 'ptq4ris export'")
+    e.add_argument("--backend", default="auto", help="auto | onnxruntime | openvino")
+    e.add_argument("--threads", type=int, default=2)
+    e.set_defaults(func=cmd_bag_eval)
+
+    r = bs.add_parser("replay", help="replay a bag into the live node over DDS and score what it publishes",
+                      description="Starts ptq4ris_node on the engine (or uses a running one with --no-launch), "
+                      "publishes the bag with its recorded timing scaled by --rate, records the masks, matches "
+                      "them to frames by header stamp. Discovery stays on this machine unless "
+                      "ROS_AUTOMATIC_DISCOVERY_RANGE says otherwise.")
+    topics(r)
+    r.add_argument("--engine", help="engine folder for the node it launches")
+    r.add_argument("--rate", type=float, default=1.0, help="playback speed (default 1.0: as recorded)")
+    r.add_argument("--no-launch", action="store_true", help="use a node that is already running")
+    r.add_argument("--mask-topic", default="/mask", help="where the node publishes masks (default /mask)")
+    r.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID for the node and the player")
+    r.set_defaults(func=cmd_bag_replay)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ptq4ris", description="Post-training quantization of referring image "
                                 "segmentation models (PTQ4RIS) and the tools around it.")
@@ -268,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--quantized", help="a folder written by 'ptq4ris calibrate' (QDQ export)")
     x.add_argument("--out", required=True, help="engine folder to write")
     x.set_defaults(func=cmd_export)
+    _bag_parsers(sub)
     return p
 
 

@@ -22,3 +22,11 @@ def tiny_model(pretrained_text):
     cfg = RISConfig(image_size=64, embed_dim=16, depths=(1, 2, 1, 1), heads=(1, 2, 2, 4), window=4,
                     decoder_width=16, stem_width=8)
     return RISModel(cfg, pretrained_text).eval()
+
+
+@pytest.fixture(scope="session")
+def default_engine(tmp_path_factory):
+    """The default model's FP32 engine, exported once per test run."""
+    from ptq4ris_core.engine import export_engine
+    from ptq4ris_core.models import load_model
+    return str(export_engine(load_model("default"), tmp_path_factory.mktemp("engine") / "fp32"))

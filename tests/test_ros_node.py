@@ -26,10 +26,8 @@ def ros_env(domain: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    from ptq4ris_core.engine import export_engine
-    from ptq4ris_core.models import load_model
-    return str(export_engine(load_model("default"), tmp_path_factory.mktemp("engine") / "fp32"))
+def engine(default_engine):
+    return default_engine
 
 
 class Node:

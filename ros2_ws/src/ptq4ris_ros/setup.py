@@ -18,5 +18,6 @@ setup(
     zip_safe=True,
     description="ROS 2 node for referring image segmentation with a PTQ4RIS engine",
     license="Apache-2.0",
-    entry_points={"console_scripts": ["ptq4ris_node = ptq4ris_ros.node:main"]},
+    entry_points={"console_scripts": ["ptq4ris_node = ptq4ris_ros.node:main",
+                                    "ptq4ris_bag_player = ptq4ris_ros.bag_player:main"]},
 )

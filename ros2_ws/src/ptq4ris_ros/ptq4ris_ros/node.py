@@ -56,7 +56,7 @@ def _make_node_class():
     from std_msgs.msg import String
     from std_srvs.srv import SetBool
 
-    from .images import ImageInputError, fill_image, to_rgb
+    from ptq4ris_core.ros_images import ImageInputError, fill_image, to_rgb
     from .params import NodeParams, validate
     from .stats import FrameStats
 

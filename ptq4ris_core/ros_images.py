@@ -1,16 +1,19 @@
 """ROS image messages ↔ NumPy, with every inconsistency turned into a named ImageInputError.
 
-Colour conversion comes from rosbags-image (NumPy-2 safe; PyPI's cv_bridge is not). We check
-size, step and data length first, and strip row padding, which rosbags-image does not do.
+Works on rclpy messages (the node) and on rosbags messages (bag evaluation) alike: both have the
+same fields. Colour conversion comes from rosbags-image (NumPy-2 safe; PyPI's cv_bridge is not).
+We check size, step and data length first, and strip row padding, which rosbags-image does not do.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .errors import InputError
+
 SUPPORTED = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
 
 
-class ImageInputError(ValueError):
+class ImageInputError(InputError):
     """An image message the node cannot use; the message says why."""
 
 
@@ -47,7 +50,8 @@ def compressed_to_rgb(fmt: str, data, max_pixels: int) -> np.ndarray:
     return np.ascontiguousarray(img[..., ::-1])  # OpenCV decodes to BGR
 
 
-def to_rgb(msg, max_pixels: int) -> np.ndarray:
+def to_rgb(msg, max_pixels: int = 40_000_000) -> np.ndarray:
+    """sensor_msgs/Image or CompressedImage → (H, W, 3) uint8 RGB."""
     if hasattr(msg, "format"):  # sensor_msgs/CompressedImage
         return compressed_to_rgb(msg.format, msg.data, max_pixels)
     return raw_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, max_pixels)
