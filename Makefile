@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml ros2_ws/src/ptq4ris_ros/setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[engine,ros,test]" -e ros2_ws/src/ptq4ris_ros

@@ -94,44 +94,15 @@ def cmd_segment(a):
     print(f"{outs[0]}: {int((mask > 0).sum())} px, score {score:.3f}" + (f"; overlay {outs[1]}" if a.overlay else ""))
 
 
-def _load_preset(path):
-    import yaml
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"preset {p} not found; presets live in calibration/ (e.g. calibration/W8A8.yaml)")
-    try:
-        d = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise InputError(f"preset {p} is not valid YAML ({e})") from e
-    return d
-
-
 def cmd_calibrate(a):
-    from .calib.calibrate import CalibrationSet, calibrate
     from .calib.saved import save_quantized
-    from .config import parse_bits
-    from .methods import get_method
     from .models import load_model
-    from .table import _option
-    preset = _load_preset(a.preset) if a.preset else {}
-    method = a.method or preset.get("method", "ptq4ris")
-    bits = a.bits or preset.get("bits")
-    if not bits:
-        raise InputError("give --bits WxAy (e.g. W8A8) or --preset calibration/W8A8.yaml")
-    w, act = parse_bits(bits)
-    options = dict(preset.get("options") or {}) if method == preset.get("method") else {}
-    options.update(dict(_option(kv) for kv in a.option))
-    cal = preset.get("calibration", {})
-    n = a.calib if a.calib is not None else cal.get("n", 32)
-    seed = a.seed if a.seed is not None else cal.get("seed", 0)
-    try:
-        m = get_method(method, **options)
-    except TypeError as e:
-        raise InputError(f"method {method} does not take these options {options} ({e})") from e
-    model, report = calibrate(load_model(a.model), m, w, act, CalibrationSet(n, seed),
-                              overrides=[tuple(o) for o in preset.get("overrides", [])])
+    from .presets import calibrate_plan, load_preset, resolve
+    plan = resolve(load_preset(a.preset) if a.preset else None, a.method, a.bits, a.option, a.calib, a.seed)
+    model, report = calibrate_plan(load_model(a.model), plan)
     out = save_quantized(model, report, a.out, base=a.model)
-    print(f"{out}: {method} W{w}A{act}, {len(report['layers'])} layers, calibrated in {report['seconds']:.1f} s")
+    print(f"{out}: {plan.method_name} W{plan.w_bits}A{plan.a_bits}, {len(report['layers'])} layers, "
+          f"calibrated in {report['seconds']:.1f} s")
 
 
 def cmd_table(a):
@@ -161,22 +132,17 @@ def cmd_publish(a):
 
 
 def cmd_export(a):
-    from .engine import export_engine
+    import json
+    from .engine.export import export_fp32, export_quantized
     if bool(a.fp32) == bool(a.quantized):
         raise InputError("say what to export: --fp32 (the float model) or --quantized DIR (a calibrated folder)")
     if a.quantized:
-        from .calib.saved import load_quantized
-        model, meta = load_quantized(a.quantized)
-        info = {"model": meta["base"]["name"], "quantization": {
-            "method": meta["method"], "options": meta.get("options", {}), "bits": meta["bits"],
-            "calibration": meta["calibration"], "config": meta["config"], "source": str(a.quantized)}}
-        out = export_engine(model, a.out, info)
-        q = __import__("json").loads((out / "meta.json").read_text())["quantization"]
-        print(f"{out}: {meta['method']} {meta['bits']} engine, {len(q['integer_layers'])} integer layers, "
+        out = export_quantized(a.quantized, a.out)
+        q = json.loads((out / "meta.json").read_text())["quantization"]
+        print(f"{out}: {q['method']} {q['bits']} engine, {len(q['integer_layers'])} integer layers, "
               f"{len(q['float_layers'])} float (see meta.json)")
     else:
-        from .models import load_model
-        out = export_engine(load_model(a.model), a.out, {"model": str(a.model)})
+        out = export_fp32(a.model, a.out)
         print(f"{out}: FP32 engine (text_encoder.onnx, segmenter.onnx, tokenizer, meta.json)")
 
 

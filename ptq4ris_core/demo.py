@@ -1,61 +1,145 @@
 """``make demo``: the main job on the default model, end to end, with what it costs.
 
-Now: evaluate the FP32 model on test scenes, segment a few scenes of another size to PNG,
-and time PyTorch FP32 at batch 1. (Quantization, the engine and the ROS 2 replay join here
-as they land.)
+1. Build (or reuse) the FP32 engine and the W8A8 PTQ4RIS engine of the default model.
+2. Make (or reuse) a rosbag of test scenes: 640x480 bgr8 camera frames at 10 Hz, commands, ground truth.
+3. Score both engines on the bag offline.
+4. Replay the bag through the live ROS 2 node (real DDS, separate processes) with each engine.
+5. One table: accuracy, latency and size of FP32 against W8A8, and where the reports are.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+from .files import sha256
 
-from .data import SceneGenerator
-from .evaluate import evaluate_model
-from .metrics import format_summary, iou
-from .models import load_model
-from .plots import mask_grid
-from .segment import Segmenter
+ROOT = Path(__file__).resolve().parent.parent
+PRESET = ROOT / "calibration" / "W8A8.yaml"
+
+
+def _engine_is_current(folder: Path, weights_sha: str, preset_sha: str | None, calib_n) -> bool:
+    """Reuse an engine only if it is intact and was built from these weights (and this preset)."""
+    from .engine.artifact import EngineError, read_meta
+    try:
+        meta = read_meta(folder)
+    except EngineError:
+        return False
+    stamp = folder / "demo_stamp.json"
+    if not stamp.exists():
+        return False
+    s = json.loads(stamp.read_text())
+    return (meta["model"].get("weights_sha256") == weights_sha and s.get("preset_sha256") == preset_sha
+            and s.get("calib_n") == calib_n)
+
+
+def build_engines(root: Path, calib_n: int | None = None) -> dict:
+    from .calib.saved import base_identity, save_quantized
+    from .engine.export import export_fp32, export_quantized
+    from .models import load_model
+    from .presets import calibrate_plan, load_preset, resolve
+    weights = base_identity("default")["sha256"]
+    engines = {"FP32": root / "default_fp32", "W8A8": root / "default_w8a8"}
+    preset_sha = sha256(PRESET)
+    for name, folder in engines.items():
+        want_preset = preset_sha if name == "W8A8" else None
+        if _engine_is_current(folder, weights, want_preset, calib_n):
+            print(f"  {name}: reusing {folder}")
+            continue
+        t = time.perf_counter()
+        if name == "FP32":
+            export_fp32("default", folder)
+        else:
+            plan = resolve(load_preset(PRESET), n=calib_n)
+            model, report = calibrate_plan(load_model("default"), plan)
+            calibrated = save_quantized(model, report, root / "default_w8a8_calibrated", base="default")
+            export_quantized(calibrated, folder)
+        (folder / "demo_stamp.json").write_text(json.dumps({"preset_sha256": want_preset, "calib_n": calib_n}))
+        print(f"  {name}: built {folder} in {time.perf_counter() - t:.0f} s")
+    return engines
+
+
+def engine_size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.suffix == ".onnx") / 1e6
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="The PTQ4RIS-ROS demo on the default model.")
-    ap.add_argument("--out", default="demo_out", help="folder for the pictures and JSON (default demo_out)")
-    ap.add_argument("--limit", type=int, default=300, help="test scenes to score (default 300)")
+    ap = argparse.ArgumentParser(description="The PTQ4RIS-ROS demo: quantize the default model, build the "
+                                 "engines, replay a bag through the ROS 2 node, compare FP32 with W8A8.")
+    ap.add_argument("--out", default="demo_out", help="reports (default demo_out)")
+    ap.add_argument("--engines", default="engines", help="engine folders, reused when current (default engines)")
+    ap.add_argument("--bag", default="bags/demo", help="the bag, reused when present (default bags/demo)")
+    ap.add_argument("--frames", type=int, default=150, help="frames in the bag (default 150: 15 s at 10 Hz)")
+    ap.add_argument("--calib", type=int, help="calibration pairs (default: the preset's 32)")
+    ap.add_argument("--no-replay", action="store_true", help="skip the live ROS 2 replay")
     a = ap.parse_args(argv)
+    from .bags import make_bag
+    from .bags.evaluate import evaluate_bag
+    from .bags.read import BagFrames
+    from .engine import Engine
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(2)
+    t_start = time.perf_counter()
 
-    print("== 1. The default FP32 model on generated test scenes")
-    model = load_model("default")
-    summary = evaluate_model(model, "test", a.limit)
-    print(format_summary(summary))
+    print("== 1. Engines of the default model: FP32 and W8A8 (PTQ4RIS, calibration/W8A8.yaml)")
+    engines = build_engines(Path(a.engines), a.calib)
 
-    print("\n== 2. One-shot segmentation of scenes at 320x240 (any size works)")
-    seg = Segmenter(model)
-    gen = SceneGenerator(320, 240)
-    items = []
-    for i in range(6):
-        s = gen.sample("test", 9_000 + i)  # past the scored scenes
-        mask, score = seg.segment(s.image, s.text)
-        v = iou(mask > 0, s.mask)[0]
-        items.append({"image": s.image, "pred": mask, "gt": s.mask, "text": s.text, "iou": v})
-        print(f"  {s.kind:12s} IoU {v:.2f} score {score:.2f}  \"{s.text}\"")
-    print(f"  masks over images: {mask_grid(items, out / 'segment_examples.png')}")
+    print(f"\n== 2. A rosbag of {a.frames} test-scene frames (640x480 bgr8, 10 Hz, a new command every 3 frames)")
+    bag = Path(a.bag)
+    try:
+        with BagFrames(bag) as f:
+            reuse = f.n_images == a.frames
+    except Exception:  # noqa: BLE001 - anything wrong with an old bag: make a new one
+        reuse = False
+    if reuse:
+        print(f"  reusing {bag}")
+    else:
+        make_bag(bag, n=a.frames, overwrite=True)
+        print(f"  wrote {bag}")
 
-    print("\n== 3. PyTorch FP32 latency, batch 1, 2 threads (segment() on a 640x480 frame, command cached)")
-    frame = SceneGenerator(640, 480).sample("test", 9_500)
-    seg.segment(frame.image, frame.text)
-    times = []
-    for _ in range(30):
-        t = time.perf_counter()
-        seg.segment(frame.image, frame.text)
-        times.append((time.perf_counter() - t) * 1000)
-    print(f"  p50 {np.median(times):.1f} ms, p90 {np.percentile(times, 90):.1f} ms over {len(times)} runs")
+    rows = {}
+    print("\n== 3. Offline evaluation on the bag (ONNX Runtime / OpenVINO, 2 threads)")
+    for name, folder in engines.items():
+        eng = Engine.load(folder)
+        s = evaluate_bag(bag, eng, out=out / f"offline_{name.lower()}", progress=False)
+        rows[name] = {"size_mb": engine_size_mb(folder), "backend": eng.backend, "offline": s}
+        print(f"  {name} on {eng.backend}: mIoU {100 * s['accuracy']['mIoU']:.2f}, segment() p50 "
+              f"{s['latency_ms']['segment']['p50']:.1f} ms")
+
+    if not a.no_replay:
+        from .bags.replay import replay_bag
+        print("\n== 4. Live replay through ptq4ris_node over DDS (loopback only), at the recorded rate")
+        domain = int(os.environ.get("ROS_DOMAIN_ID", 0)) or 42
+        for name, folder in engines.items():
+            s = replay_bag(bag, str(folder), out / f"replay_{name.lower()}", domain_id=domain)
+            rows[name]["live"] = s
+            print(f"  {name}: mIoU {100 * s['accuracy']['mIoU']:.2f}, end-to-end p50 "
+                  f"{s['latency_ms']['end_to_end']['p50']:.1f} ms, dropped {s['dropped']} of {s['frames_sent']}")
+
+    print("\n== 5. FP32 against W8A8 on the same bag")
+    head = "| engine | runtime | size (MB) | offline mIoU | live mIoU | segment() p50 (ms) | end-to-end p50 (ms) | dropped |"
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        live = r.get("live")
+        lines.append(f"| {name} | {r['backend']} | {r['size_mb']:.1f} | {100 * r['offline']['accuracy']['mIoU']:.2f} | "
+                     + (f"{100 * live['accuracy']['mIoU']:.2f}" if live else "–") + " | "
+                     + f"{r['offline']['latency_ms']['segment']['p50']:.1f} | "
+                     + (f"{live['latency_ms']['end_to_end']['p50']:.1f} | {live['dropped']}" if live else "– | –") + " |")
+    fp, q = rows["FP32"], rows["W8A8"]
+    ratio = (f"W8A8 is {fp['size_mb'] / q['size_mb']:.1f}x smaller and its segment() is "
+             f"{fp['offline']['latency_ms']['segment']['p50'] / q['offline']['latency_ms']['segment']['p50']:.2f}x "
+             f"as fast; mIoU {100 * (q['offline']['accuracy']['mIoU'] - fp['offline']['accuracy']['mIoU']):+.2f} points.")
+    table = "\n".join(lines)
+    print(table)
+    print(ratio)
+    (out / "summary.md").write_text(f"# make demo\n\n{table}\n\n{ratio}\n\nReports: "
+                                    + ", ".join(sorted(p.name for p in out.iterdir() if p.is_dir())) + "\n")
+    (out / "summary.json").write_text(json.dumps(
+        {k: {"size_mb": r["size_mb"], "backend": r["backend"], "offline": r["offline"], "live": r.get("live")}
+         for k, r in rows.items()}, indent=1, default=str))
+    print(f"\nreports: {out}/summary.md and {out}/*/report.md  ({time.perf_counter() - t_start:.0f} s in all)")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from .calib.calibrate import CalibrationSet, calibrate
 from .config import parse_bits
 from .evaluate import evaluate_model
 from .methods import get_method
+from .presets import parse_option
 
 COLUMNS = ("mIoU", "oIoU", "prec@0.5", "prec@0.9")
 
@@ -21,7 +22,7 @@ def method_table(fp_model, methods: list[str], bits: list[str], limit: int = 100
         w, a = parse_bits(b)
         for name in methods:
             spec = name.split(":")  # "ptq4ris:rorq=element,drq=false" for ablations
-            options = dict(_option(kv) for kv in spec[1].split(",")) if len(spec) > 1 else {}
+            options = dict(parse_option(kv) for kv in spec[1].split(",")) if len(spec) > 1 else {}
             model, report = calibrate(fp_model, get_method(spec[0], **options), w, a,
                                       CalibrationSet(calib_n, seed), progress=progress)
             rows.append({"method": name, "bits": b.upper(),
@@ -32,12 +33,6 @@ def method_table(fp_model, methods: list[str], bits: list[str], limit: int = 100
             if out:
                 write(rows, out, limit, calib_n)
     return {"rows": rows, "limit": limit, "calib_n": calib_n}
-
-
-def _option(kv: str):
-    k, v = kv.split("=")
-    v = {"true": True, "false": False, "none": None}.get(v.lower(), v)
-    return k, v
 
 
 def _scores(summary: dict) -> dict:

@@ -72,7 +72,8 @@ def export_engine(model, out: str | Path, info: dict | None = None) -> Path:
     for name in TOKENIZER_FILES:
         shutil.copy(minilm_dir() / name, out / name)
     import onnxruntime
-    meta = {"model": {"name": (info or {}).get("model", "default"), "config": cfg.to_dict()},
+    meta = {"model": {"name": (info or {}).get("model", "default"), "config": cfg.to_dict(),
+                      "weights_sha256": (info or {}).get("weights_sha256")},
             "quantization": quant,
             "input": {"image_size": cfg.image_size, "layout": "NCHW", "mean": list(cfg.mean), "std": list(cfg.std),
                       "color": "RGB"},
@@ -82,3 +83,21 @@ def export_engine(model, out: str | Path, info: dict | None = None) -> Path:
                          "python": platform.python_version()}}
     write_meta(out, meta)
     return out
+
+
+def export_fp32(model_name: str, out) -> Path:
+    """The float engine of a packaged model name or a .safetensors path."""
+    from ..calib.saved import base_identity
+    from ..models import load_model
+    return export_engine(load_model(model_name), out, {"model": str(model_name),
+                                                       "weights_sha256": base_identity(model_name)["sha256"]})
+
+
+def export_quantized(calibrated, out) -> Path:
+    """The integer engine of a folder written by ``ptq4ris calibrate`` (or ``save_quantized``)."""
+    from ..calib.saved import load_quantized
+    model, meta = load_quantized(calibrated)
+    info = {"model": meta["base"]["name"], "weights_sha256": meta["base"]["sha256"], "quantization": {
+        "method": meta["method"], "options": meta.get("options", {}), "bits": meta["bits"],
+        "calibration": meta["calibration"], "config": meta["config"], "source": str(calibrated)}}
+    return export_engine(model, out, info)

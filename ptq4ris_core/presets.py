@@ -1,0 +1,73 @@
+"""Calibration presets (``calibration/*.yaml``): bits, method, options and calibration set in one file.
+
+``resolve`` merges a preset with explicit choices (explicit wins), so the CLI and the demo build
+a calibration run the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "calibration"
+
+
+def parse_option(kv: str):
+    """'rorq=element' → ('rorq', 'element'); true/false/none become Python values."""
+    if "=" not in kv:
+        raise InputError(f"option {kv!r} is not KEY=VALUE (e.g. rorq=element, drq=false)")
+    k, v = kv.split("=", 1)
+    return k, {"true": True, "false": False, "none": None}.get(v.lower(), v)
+
+
+def load_preset(path) -> dict:
+    import yaml
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"preset {p} not found; presets live in calibration/ (e.g. calibration/W8A8.yaml)")
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"preset {p} is not valid YAML ({e})") from e
+
+
+@dataclass
+class CalibrationPlan:
+    method_name: str
+    method: object
+    w_bits: int
+    a_bits: int
+    n: int
+    seed: int
+    overrides: list
+    options: dict
+
+
+def resolve(preset: dict | None = None, method: str | None = None, bits: str | None = None, options=(),
+            n: int | None = None, seed: int | None = None) -> CalibrationPlan:
+    from .config import parse_bits
+    from .methods import get_method
+    preset = preset or {}
+    name = method or preset.get("method", "ptq4ris")
+    bits = bits or preset.get("bits")
+    if not bits:
+        raise InputError("give --bits WxAy (e.g. W8A8) or --preset calibration/W8A8.yaml")
+    w, a = parse_bits(bits)
+    opts = dict(preset.get("options") or {}) if name == preset.get("method") else {}
+    opts.update(dict(parse_option(kv) for kv in options))
+    cal = preset.get("calibration", {})
+    try:
+        m = get_method(name, **opts)
+    except TypeError as e:
+        raise InputError(f"method {name} does not take these options {opts} ({e})") from e
+    return CalibrationPlan(name, m, w, a, n if n is not None else cal.get("n", 32),
+                           seed if seed is not None else cal.get("seed", 0),
+                           [tuple(o) for o in preset.get("overrides", [])], opts)
+
+
+def calibrate_plan(model, plan: CalibrationPlan, progress: bool = True):
+    """(quantized model, report) for a resolved plan."""
+    from .calib.calibrate import CalibrationSet, calibrate
+    return calibrate(model, plan.method, plan.w_bits, plan.a_bits, CalibrationSet(plan.n, plan.seed),
+                     overrides=plan.overrides, progress=progress)
