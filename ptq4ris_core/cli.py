@@ -64,6 +64,15 @@ def cmd_eval(a):
     from .evaluate import evaluate_model
     from .metrics import format_summary
     _check_limit(a.limit, a.split)
+    if a.engine:
+        from .engine import Engine
+        from .evaluate import evaluate_engine
+        eng = Engine.load(a.engine, backend=a.backend)
+        summary = evaluate_engine(eng, a.split, a.limit, seed=a.seed)
+        summary.update({"engine": a.engine, "backend": eng.backend, "split": a.split, "seed": a.seed})
+        print(format_summary(summary))
+        _json_out(a.json, summary)
+        return
     if a.quantized:
         from .calib.saved import load_quantized
         model, meta = load_quantized(a.quantized)
@@ -110,7 +119,9 @@ def cmd_table(a):
     from .table import markdown, method_table
     _check_limit(a.limit, "test")
     res = method_table(load_model(a.model), [m for m in a.methods.split(",") if m], [b for b in a.bits.split(",") if b],
-                       a.limit, a.calib, a.seed, out=Path(a.out) if a.out else None)
+                       a.limit, a.calib, a.seed, out=Path(a.out) if a.out else None,
+                       save_dir=Path(a.save) if a.save else None,
+                       deploy=tuple(m for m in (a.deploy or "").split(",") if m), base=a.model)
     print(markdown(res["rows"]))
 
 
@@ -274,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "batched, and print mIoU, oIoU and prec@0.5..0.9 overall and per expression kind.")
     e.add_argument("--model", default="default", help="'default' or a .safetensors written by 'ptq4ris train'")
     e.add_argument("--quantized", help="evaluate a folder written by 'ptq4ris calibrate' instead")
+    e.add_argument("--engine", help="evaluate an engine folder (from 'ptq4ris export') instead, one scene at a time")
+    e.add_argument("--backend", default="auto", help="engine runtime: auto | onnxruntime | openvino")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--limit", type=int, default=1000, help="number of scenes (default 1000)")
     e.add_argument("--batch", type=int, default=32)
@@ -317,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--calib", type=int, default=32)
     tb.add_argument("--seed", type=int, default=0)
     tb.add_argument("--out", help="path stem for the Markdown and JSON, e.g. docs/method_table")
+    tb.add_argument("--save", help="keep every calibrated cell in this folder (loadable with 'eval --quantized')")
+    tb.add_argument("--deploy", help="methods whose cells are also exported as integer engines and evaluated on "
+                    "ONNX Runtime and OpenVINO, e.g. --deploy ptq4ris (simulated and deployed side by side)")
     tb.set_defaults(func=cmd_table)
 
     pw = sub.add_parser("publish-weights", help="make a training run's final checkpoint the packaged model",

@@ -35,3 +35,16 @@ def evaluate_model(model, split: str = "test", limit: int = 1000, batch: int = 3
             scores.add(p, g, k)
     model.train(was_training)
     return scores.summary()
+
+
+def evaluate_engine(engine, split: str = "test", limit: int = 1000, seed: int = 0, progress: bool = True) -> dict:
+    """The same scenes and scoring as ``evaluate_model``, run through an engine one scene at a time."""
+    from .data import SceneGenerator
+    gen = SceneGenerator(engine.size, seed=seed)
+    scores = RISScores()
+    for i in tqdm(range(limit), desc=f"eval {split} ({engine.backend})", unit="scene", disable=not progress,
+                  dynamic_ncols=True):
+        s = gen.sample(split, i)
+        logits = engine.logits(s.image, s.text)
+        scores.add(logits[0].argmax(0).astype(bool), s.mask, s.kind)
+    return scores.summary()

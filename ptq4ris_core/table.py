@@ -15,7 +15,14 @@ COLUMNS = ("mIoU", "oIoU", "prec@0.5", "prec@0.9")
 
 
 def method_table(fp_model, methods: list[str], bits: list[str], limit: int = 1000, calib_n: int = 32,
-                 seed: int = 0, progress: bool = True, out: Path | None = None, on_cell=None) -> dict:
+                 seed: int = 0, progress: bool = True, out: Path | None = None, on_cell=None,
+                 save_dir: Path | None = None, deploy: tuple = (), backends: tuple = ("onnxruntime", "openvino"),
+                 base: str = "default") -> dict:
+    """``save_dir``: keep each calibrated cell there (DIR/<method>_<bits>). ``deploy``: methods whose cells are
+    also exported as integer engines and evaluated on each runtime in ``backends`` (simulated and deployed
+    side by side). ``base``: the FP model's name or path, recorded in each saved cell."""
+    import tempfile
+    cells = Path(save_dir) if save_dir else Path(tempfile.mkdtemp(prefix="ptq4ris_cells_"))
     rows = [{"method": "FP32", "bits": "-", **_scores(evaluate_model(fp_model, "test", limit, progress=progress)),
              "calib_s": None}]
     for b in bits:
@@ -28,11 +35,28 @@ def method_table(fp_model, methods: list[str], bits: list[str], limit: int = 100
             rows.append({"method": name, "bits": b.upper(),
                          **_scores(evaluate_model(model, "test", limit, progress=progress)),
                          "calib_s": report["seconds"]})
+            if save_dir is not None or spec[0] in deploy:
+                rows[-1]["deployed"] = _save_and_deploy(model, report, cells, base,
+                                                        f"{name.replace(':', '_').replace(',', '_')}_{b.upper()}",
+                                                        spec[0] in deploy, backends, limit, progress)
             if on_cell:
                 on_cell(rows[-1])
             if out:
                 write(rows, out, limit, calib_n)
     return {"rows": rows, "limit": limit, "calib_n": calib_n}
+
+
+def _save_and_deploy(model, report, root: Path, base: str, cell: str, deploy: bool, backends, limit, progress) -> dict:
+    from .calib.saved import save_quantized
+    from .engine import Engine
+    from .engine.export import export_quantized
+    from .evaluate import evaluate_engine
+    saved = save_quantized(model, report, root / cell, base=base)
+    if not deploy:
+        return {}
+    engine_dir = export_quantized(saved, root / f"{cell}_engine")
+    return {bk: _scores(evaluate_engine(Engine.load(engine_dir, backend=bk), "test", limit, progress=progress))
+            for bk in backends}
 
 
 def _scores(summary: dict) -> dict:
@@ -41,12 +65,17 @@ def _scores(summary: dict) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     fp = rows[0]["mIoU"]
-    lines = ["| method | bits | mIoU | drop | oIoU | prec@0.5 | prec@0.9 | calib (s) |", "|---|---|---|---|---|---|---|---|"]
+    backends = sorted({bk for r in rows for bk in r.get("deployed") or {}})
+    lines = ["| method | bits | mIoU | drop | oIoU | prec@0.5 | prec@0.9 | calib (s) |"
+             + "".join(f" engine mIoU ({bk}) |" for bk in backends),
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(backends)]
     for r in rows:
         drop = "–" if r["method"] == "FP32" else f"{100 * (r['mIoU'] - fp):+.2f}"
         calib = "–" if r["calib_s"] is None else f"{r['calib_s']:.0f}"
+        dep = r.get("deployed") or {}
         lines.append(f"| {r['method']} | {r['bits']} | {100 * r['mIoU']:.2f} | {drop} | {100 * r['oIoU']:.2f} | "
-                     f"{100 * r['prec@0.5']:.2f} | {100 * r['prec@0.9']:.2f} | {calib} |")
+                     f"{100 * r['prec@0.5']:.2f} | {100 * r['prec@0.9']:.2f} | {calib} |"
+                     + "".join(f" {100 * dep[bk]['mIoU']:.2f} |" if bk in dep else " – |" for bk in backends))
     return "\n".join(lines)
 
 

@@ -46,9 +46,10 @@ def _export_graphs(model, out: Path):
     _export(_Segmenter(model), (image, words, mask), out / SEG_GRAPH, ["image", "words", "word_mask"], ["logits"])
 
 
-def export_engine(model, out: str | Path, info: dict | None = None) -> Path:
+def export_engine(model, out: str | Path, info: dict | None = None, batches=None) -> Path:
     """Export a float model, or a calibrated one (``info["quantization"]`` set): its deployable
-    layers become integer QDQ layers, the rest runs in float, and meta.json says which is which."""
+    layers become integer QDQ layers, the rest runs in float, and meta.json says which is which.
+    ``batches`` (the calibration inputs) calibrate the conv output quantizers that integer convs need."""
     import onnx
 
     from ..nn import QuantMatMul, QuantModule
@@ -59,14 +60,15 @@ def export_engine(model, out: str | Path, info: dict | None = None) -> Path:
     cfg = model.cfg
     quant = dict((info or {}).get("quantization", {"method": "fp32", "bits": "FP32"}))
     if any(isinstance(m, QuantModule) for m in model.modules()):
-        with deploy_mode(model) as integer:
+        with deploy_mode(model, batches) as how:
             _export_graphs(model, out)
         quantized = [n for n, m in model.named_modules() if isinstance(m, QuantModule) and m.quantizers()]
-        quant["integer_layers"] = integer
+        quant["integer_layers"] = how
         quant["float_layers"] = {n: "attention matmul: kept float (faster than int8 on these runtimes)"
                                  if isinstance(model.get_submodule(n), QuantMatMul)
-                                 else "quantizer not expressible as uniform QDQ: runs float"
-                                 for n in quantized if n not in integer}
+                                 else "no integer form for its quantizers (or no calibration data for a conv's "
+                                 "output): runs float"
+                                 for n in quantized if n not in how}
     else:
         _export_graphs(model, out)
     for name in TOKENIZER_FILES:
@@ -95,9 +97,13 @@ def export_fp32(model_name: str, out) -> Path:
 
 def export_quantized(calibrated, out) -> Path:
     """The integer engine of a folder written by ``ptq4ris calibrate`` (or ``save_quantized``)."""
+    from ..calib.calibrate import CalibrationSet
     from ..calib.saved import load_quantized
+    from ..models import Preprocessor
     model, meta = load_quantized(calibrated)
+    cal = meta["calibration"]
+    batches = CalibrationSet(cal["n"], cal["seed"]).build(model.cfg, Preprocessor(model.cfg))
     info = {"model": meta["base"]["name"], "weights_sha256": meta["base"]["sha256"], "quantization": {
         "method": meta["method"], "options": meta.get("options", {}), "bits": meta["bits"],
         "calibration": meta["calibration"], "config": meta["config"], "source": str(calibrated)}}
-    return export_engine(model, out, info)
+    return export_engine(model, out, info, batches)

@@ -1,23 +1,35 @@
-"""Quantized layers as ONNX QuantizeLinear/DequantizeLinear, in the form integer kernels take.
+"""Quantized layers as ONNX QuantizeLinear/DequantizeLinear, in the forms integer kernels take.
 
 A QuantLinear with a uniform per-tensor input quantizer and per-channel symmetric weights becomes
 
     x ─[Min(x, hi) when a_bits < 8]─ QuantizeLinear ─ DequantizeLinear ─┐
-    int8 Wᵀ ─ DequantizeLinear(axis=1) ──────────────────────────────── MatMul ─ Add ─ y
+    int Wᵀ ─ DequantizeLinear(axis=1) ──────────────────────────────── MatMul ─ Add ─ y
     int32 bias ─ DequantizeLinear(scale = s_x·s_w) ──────────────────────────────┘
 
-which ONNX Runtime's CPU provider fuses into QGemm (measured: DQ, DQ, DQ(int32 bias) → Gemm →
-QGemm with a float output; a float bias leaves a float Gemm) and OpenVINO into int8 GEMMs.
-The attention core (matmul operands) stays float, as DESIGN.md's measurements advise.
+which ONNX Runtime's CPU provider fuses into QGemm (a float bias leaves a float Gemm) and OpenVINO
+into int8 GEMMs. A QuantConv2d becomes the same around a Conv, plus a QuantizeLinear/DequantizeLinear
+pair on its output: ONNX Runtime has no integer conv with a float output, only QLinearConv, which
+needs a quantized output. That output quantizer (8 bits) is calibrated at export on the model's own
+calibration set. The attention core stays float, as DESIGN.md's measurements advise.
+
+What the graph cannot express exactly runs as a stated stand-in (``uniform_stand_in``): DRQ-GELU and
+RORQ's element groups become one uniform per-tensor quantizer with the same bits over the same range.
+Embedding tables are stored as int8 rows with a per-row scale (Gather, then scale), so the text graph
+is not dominated by a float vocabulary table. The deploy simulation computes exactly what the graph does.
 """
 from __future__ import annotations
 
 import contextlib
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ..nn import QuantConv2d, QuantLinear, QuantMatMul
-from ..quant.quantizers import UniformQuantizer
+from ..quant.functional import GELU_MIN, qrange
+from ..quant.quantizers import DualRegionGeluQuantizer, ElementGroupQuantizer, UniformQuantizer
+
+OUTPUT_BITS = 8  # conv outputs (QLinearConv)
 
 
 def deployable_input(q) -> bool:
@@ -28,6 +40,35 @@ def deployable_weight(q) -> bool:
     return isinstance(q, UniformQuantizer) and q.axis == 0 and q.symmetric and q.active
 
 
+def _uniform_over(lo: float, hi: float, bits: int) -> UniformQuantizer:
+    lo, hi = min(lo, 0.0), max(hi, 0.0)  # zero must be exact (padding, ReLU)
+    qmax = 2 ** bits - 1
+    scale = max(hi - lo, 1e-8) / qmax
+    zp = min(max(round(-lo / scale), 0), qmax)
+    return UniformQuantizer(bits).set_params(torch.tensor(scale), torch.tensor(float(zp)))
+
+
+def uniform_stand_in(q) -> tuple[UniformQuantizer | None, str]:
+    """The uniform per-tensor quantizer the graph runs for input quantizer ``q``, and what it is."""
+    if deployable_input(q):
+        return q, "exact"
+    if not (q is not None and q.active):
+        return None, "float"
+    if isinstance(q, DualRegionGeluQuantizer):
+        hi = (2 ** (q.bits - 1) - 1) * float(q.delta_pos)
+        return _uniform_over(GELU_MIN, hi, q.bits), "uniform stand-in for DRQ-GELU over its range"
+    if isinstance(q, ElementGroupQuantizer):
+        qmin, qmax = qrange(q.bits, False)
+        lo = float(((qmin - q.zero_points) * q.scales).min())
+        hi = float(((qmax - q.zero_points) * q.scales).max())
+        return _uniform_over(lo, hi, q.bits), "uniform stand-in for RORQ element groups over their range"
+    return None, f"{q.kind} input quantizer has no integer form here: runs float"
+
+
+def _fake(x, s, z, qmax):
+    return (torch.clamp(torch.round(x / s) + z.float(), 0, qmax) - z.float()) * s
+
+
 class _QDQLinear(torch.autograd.Function):
     """Forward: exactly what the integer graph computes. Symbolic: the QDQ pattern above."""
 
@@ -35,9 +76,7 @@ class _QDQLinear(torch.autograd.Function):
     def forward(ctx, x, s, z, hi, wt, ws, wz, b, bs, bz, clip: bool):
         if clip:
             x = torch.minimum(x, hi)
-        xq = torch.clamp(torch.round(x / s) + z.float(), 0, 255)
-        xd = (xq - z.float()) * s
-        return xd @ (wt.float() * ws) + b.float() * bs
+        return _fake(x, s, z, 255) @ (wt.float() * ws) + b.float() * bs
 
     @staticmethod
     def symbolic(g, x, s, z, hi, wt, ws, wz, b, bs, bz, clip: bool):
@@ -49,51 +88,133 @@ class _QDQLinear(torch.autograd.Function):
         return g.op("Add", g.op("MatMul", dq, w), bias)
 
 
-def prepare_linear(mod: QuantLinear) -> bool:
-    """Precompute the integer tensors of one layer as buffers; False if it is not deployable."""
-    iq, wq = mod.input_quantizer, mod.weight_quantizer
-    if not (deployable_input(iq) and deployable_weight(wq)):
-        return False
+class _QDQConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, s, z, hi, w, ws, wz, b, bs, bz, os_, oz, clip: bool, stride, padding, dilation, groups):
+        if clip:
+            x = torch.minimum(x, hi)
+        y = F.conv2d(_fake(x, s, z, 255), w.float() * ws[:, None, None, None], b.float() * bs,
+                     stride, padding, dilation, groups)
+        return _fake(y, os_, oz, 2 ** OUTPUT_BITS - 1)
+
+    @staticmethod
+    def symbolic(g, x, s, z, hi, w, ws, wz, b, bs, bz, os_, oz, clip, stride, padding, dilation, groups):
+        if clip:
+            x = g.op("Min", x, hi)
+        dq = g.op("DequantizeLinear", g.op("QuantizeLinear", x, s, z), s, z)
+        wdq = g.op("DequantizeLinear", w, ws, wz, axis_i=0)
+        bias = g.op("DequantizeLinear", b, bs, bz, axis_i=0)
+        y = g.op("Conv", dq, wdq, bias, strides_i=list(stride), pads_i=list(padding) * 2,
+                 dilations_i=list(dilation), group_i=groups)
+        return g.op("DequantizeLinear", g.op("QuantizeLinear", y, os_, oz), os_, oz)
+
+
+class _Int8Gather(torch.autograd.Function):
+    """An embedding lookup on an int8 table with one scale per row (symmetric)."""
+
+    @staticmethod
+    def forward(ctx, ids, table, scales):
+        return table[ids].float() * scales[ids]
+
+    @staticmethod
+    def symbolic(g, ids, table, scales):
+        rows = g.op("Cast", g.op("Gather", table, ids, axis_i=0), to_i=1)  # 1 = FLOAT
+        return g.op("Mul", rows, g.op("Gather", scales, ids, axis_i=0))
+
+
+def _integer_weights(mod, wq, s):
+    """int8 weights (per output channel), int32 bias at scale s_x·s_w, as buffers for the graph."""
     lo, hi = wq.qmin_qmax
     ws = wq.scale.float()
-    w_int = torch.clamp(torch.round(mod.weight / ws[:, None]), lo, hi).to(torch.int8)
+    shape = (-1,) + (1,) * (mod.weight.dim() - 1)
+    w_int = torch.clamp(torch.round(mod.weight / ws.view(shape)), lo, hi).to(torch.int8)
+    bias = mod.bias if mod.bias is not None else torch.zeros(mod.weight.shape[0])
+    bs = (s * ws).float()
+    return {"w": w_int, "ws": ws, "wz": torch.zeros(len(ws), dtype=torch.int8),
+            "b": torch.round(bias / bs).to(torch.int32), "bs": bs, "bz": torch.zeros(len(ws), dtype=torch.int32)}
+
+
+def _prepare(mod) -> str | None:
+    """Precompute the integer tensors of one layer; None if it cannot run integer."""
+    if not deployable_weight(mod.weight_quantizer):
+        return None
+    iq, how = uniform_stand_in(mod.input_quantizer)
+    if iq is None:
+        return None
     s = iq.scale.float().reshape(())
     z = iq.zero_point.reshape(()).to(torch.uint8)
     qmax = iq.qmin_qmax[1]
-    bias = mod.bias if mod.bias is not None else torch.zeros(mod.out_features)
-    bs = (s * ws).float()
-    mod._deploy = {
-        "s": s, "z": z, "hi": ((qmax - z.float()) * s).reshape(()), "clip": qmax < 255,
-        "wt": w_int.t().contiguous(), "ws": ws, "wz": torch.zeros(mod.out_features, dtype=torch.int8),
-        "b": torch.round(bias / bs).to(torch.int32), "bs": bs, "bz": torch.zeros(mod.out_features, dtype=torch.int32)}
-    return True
+    d = {"s": s, "z": z, "hi": ((qmax - z.float()) * s).reshape(()), "clip": qmax < 255,
+         **_integer_weights(mod, mod.weight_quantizer, s)}
+    if isinstance(mod, QuantLinear):
+        d["w"] = d["w"].t().contiguous()
+    mod._deploy = d
+    return how
 
 
-def _deploy_forward_linear(mod: QuantLinear, x):
+def _linear_forward(mod, x):
     d = mod._deploy
-    x = mod.transform_input(x)
-    return _QDQLinear.apply(x, d["s"], d["z"], d["hi"], d["wt"], d["ws"], d["wz"], d["b"], d["bs"], d["bz"], d["clip"])
+    return _QDQLinear.apply(mod.transform_input(x), d["s"], d["z"], d["hi"], d["w"], d["ws"], d["wz"], d["b"],
+                            d["bs"], d["bz"], d["clip"])
+
+
+def _conv_forward(mod, x):
+    d = mod._deploy
+    if "os" not in d:  # calibrating the output quantizer: float output, range observed
+        y = F.conv2d(_fake(torch.minimum(x, d["hi"]) if d["clip"] else x, d["s"], d["z"], 255),
+                     d["w"].float() * d["ws"][:, None, None, None], d["b"].float() * d["bs"],
+                     mod.stride, mod.padding, mod.dilation, mod.groups)
+        d["lo_seen"] = min(d.get("lo_seen", 0.0), float(y.min()))
+        d["hi_seen"] = max(d.get("hi_seen", 0.0), float(y.max()))
+        return y
+    return _QDQConv.apply(x, d["s"], d["z"], d["hi"], d["w"], d["ws"], d["wz"], d["b"], d["bs"], d["bz"],
+                          d["os"], d["oz"], d["clip"], mod.stride, mod.padding, mod.dilation, mod.groups)
+
+
+def _quantize_table(emb: nn.Embedding) -> dict:
+    w = emb.weight.detach().float()
+    scales = (w.abs().amax(1, keepdim=True) / 127).clamp(min=1e-12)
+    return {"table": torch.round(w / scales).clamp(-127, 127).to(torch.int8), "scales": scales}
 
 
 @contextlib.contextmanager
-def deploy_mode(model):
-    """Inside: deployable QuantLinears run (and export) as integer QDQ layers; everything else,
-    attention matmuls included, runs in float. Yields the names of the integer layers."""
-    patched, integer = [], []
+def deploy_mode(model, batches=None):
+    """Inside: deployable layers run (and export) as integer QDQ layers, embeddings as int8 tables;
+    everything else, attention matmuls included, runs in float. ``batches`` (calibration inputs for
+    the whole model) calibrate the conv output quantizers; without them, conv layers stay float.
+    Yields {layer name: how it runs}."""
+    patched, how = [], {}
+    has_convs = batches is not None
     for name, mod in model.named_modules():
-        if isinstance(mod, QuantLinear) and prepare_linear(mod):
-            mod.forward = (lambda m: (lambda x: _deploy_forward_linear(m, x)))(mod)
+        deployable = isinstance(mod, QuantLinear) or (isinstance(mod, QuantConv2d) and has_convs)
+        note = _prepare(mod) if deployable else None
+        if note is not None:
+            fwd = _linear_forward if isinstance(mod, QuantLinear) else _conv_forward
+            mod.forward = (lambda m, f: (lambda x: f(m, x)))(mod, fwd)
             patched.append(mod)
-            integer.append(name)
+            how[name] = "integer" if note == "exact" else f"integer ({note})"
         elif isinstance(mod, (QuantMatMul, QuantConv2d, QuantLinear)):
             for q in mod.quantizers().values():
                 q._saved_enabled, q.enabled = q.enabled, False
                 patched.append(q)
+        elif isinstance(mod, nn.Embedding):
+            mod._deploy = _quantize_table(mod)
+            mod.forward = (lambda m: (lambda ids: _Int8Gather.apply(ids, m._deploy["table"], m._deploy["scales"])))(mod)
+            patched.append(mod)
+            how[name] = "int8 table, per-row scale"
+    if has_convs:
+        with torch.no_grad():
+            for b in batches:
+                model(*b)
+        for mod in patched:
+            if isinstance(mod, QuantConv2d):
+                u = _uniform_over(mod._deploy.pop("lo_seen"), mod._deploy.pop("hi_seen"), OUTPUT_BITS)
+                mod._deploy.update(os=u.scale.float().reshape(()), oz=u.zero_point.reshape(()).to(torch.uint8))
     try:
-        yield integer
+        yield how
     finally:
         for obj in patched:
-            if isinstance(obj, QuantLinear):
+            if isinstance(obj, nn.Module) and hasattr(obj, "_deploy"):
                 del obj.forward
                 del obj._deploy
             else:
