@@ -157,6 +157,17 @@ def cmd_export(a):
         print(f"{out}: FP32 engine (text_encoder.onnx, segmenter.onnx, tokenizer, meta.json)")
 
 
+def cmd_bench(a):
+    from .engine.bench import bench, markdown
+    backends = [b for b in a.backend.split(",") if b]
+    res = bench(a.engine, backends, runs=a.runs, warmup=a.warmup, threads=a.threads, profile=not a.no_profile)
+    text = markdown(res)
+    print(text)
+    if a.markdown:
+        _writable(a.markdown).write_text(text + "\n")
+    _json_out(a.json, res)
+
+
 def cmd_bag_make(a):
     from .bags import make_bag
     path = make_bag(a.out, split=a.split, n=a.n, width=a.width, height=a.height, rate=a.rate, hold=a.hold,
@@ -351,6 +362,20 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--quantized", help="a folder written by 'ptq4ris calibrate' (QDQ export)")
     x.add_argument("--out", required=True, help="engine folder to write")
     x.set_defaults(func=cmd_export)
+    bn = sub.add_parser("bench", help="time engines side by side (interleaved, batch 1), with op profiles",
+                        description="Loads every engine on every --backend in one process and times them in "
+                        "turn, round after round: the segmenter graph alone and the whole segment() call on a "
+                        "640x480 frame. Prints p50/p90/p99, ratios to the first row, size, load time, memory, "
+                        "and where each segmenter's time goes by op type.")
+    bn.add_argument("--engine", action="append", required=True, help="an engine folder; repeat for each")
+    bn.add_argument("--backend", default="onnxruntime", help="comma-separated: onnxruntime,openvino (default onnxruntime)")
+    bn.add_argument("--runs", type=int, default=200, help="timed rounds (default 200)")
+    bn.add_argument("--warmup", type=int, default=20)
+    bn.add_argument("--threads", type=int, default=2)
+    bn.add_argument("--no-profile", action="store_true", help="skip the op-type profile")
+    bn.add_argument("--json", help="write the full result here")
+    bn.add_argument("--markdown", help="write the table here")
+    bn.set_defaults(func=cmd_bench)
     _bag_parsers(sub)
     return p
 

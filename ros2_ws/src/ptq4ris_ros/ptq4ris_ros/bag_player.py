@@ -84,7 +84,13 @@ def main(argv=None):
     node.create_subscription(String, a.result_topic, on_result, 100)
     ex = SingleThreadedExecutor()
     ex.add_node(node)
-    spinner = threading.Thread(target=ex.spin, daemon=True)
+    stop = threading.Event()
+
+    def spin():  # our own loop, so that it ends (and is joined) before ROS shuts down
+        while not stop.is_set():
+            ex.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
 
     out = {"bag": a.bag, "rate": a.rate, "image_topic": bag.image_topic, "frames_in_bag": len(images)}
@@ -94,6 +100,8 @@ def main(argv=None):
     if image_pub.get_subscription_count() == 0:
         print(f"ptq4ris_bag_player: error: nothing subscribes to {bag.image_topic} after {a.wait:.0f} s; "
               "is the node running and active, in this ROS_DOMAIN_ID?", file=sys.stderr)
+        stop.set()
+        spinner.join()
         return 3
     time.sleep(1.0)  # let discovery settle both ways (the node's mask publisher to our subscription)
     if a.command:
@@ -124,9 +132,8 @@ def main(argv=None):
             last_count, quiet_since = n, time.monotonic()
         time.sleep(0.05)
     time.sleep(0.2)
-    ex.shutdown()
-    node.destroy_node()
-    rclpy.try_shutdown()
+    stop.set()
+    spinner.join()
 
     with lock:
         stamps = sorted(got)
@@ -143,6 +150,9 @@ def main(argv=None):
     np.savez_compressed(a.record, **rec)
     out.update(frames_sent=len(sent), masks_received=len(stamps), play_s=round(time.monotonic() - t0, 2))
     print("REPLAY " + json.dumps(out), flush=True)
+    ex.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown()
     return 0
 
 

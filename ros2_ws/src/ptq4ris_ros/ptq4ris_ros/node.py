@@ -130,7 +130,9 @@ def _make_node_class():
             image_qos = QoSProfile(
                 history=HistoryPolicy.KEEP_LAST, depth=p.image_depth,
                 reliability=ReliabilityPolicy.RELIABLE if p.image_reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT)
-            command_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+            # Depth 10: a burst of commands is read in order (each is cheap), none is lost while the
+            # executor is busy; transient-local still hands a late joiner the publisher's last command.
+            command_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
                                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
             itype, topic = (CompressedImage, "image/compressed") if p.image_transport == "compressed" else (Image, "image")
             self._subs = [self.create_subscription(itype, topic, self._on_image, image_qos),

@@ -1,0 +1,163 @@
+"""ptq4ris_node under a 30 Hz camera: output rate, arrival-to-publication latency, memory over a long run.
+
+    .venv/bin/python benchmarks/node_throughput.py --engine ENGINE [--frames 2000] [--json out.json]
+
+1. Times the engine's own segment() on a 640x480 frame in this process (the reference).
+2. Starts ptq4ris_node on the engine and a camera process (both ROS 2, loopback only, own domain)
+   that publishes 640x480 bgr8 frames at 30 Hz with unique stamps, and records every mask and result.
+3. Reports the node's output rate against 1 / segment() p50, its latency p50 against segment() p50,
+   its resident memory at frame 100 and at the end, and any mask whose header or size is wrong.
+"""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+VENV_BIN = Path(sys.executable).parent
+
+
+def node_rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1000
+    return float("nan")
+
+
+def camera(args):
+    """The camera + recorder process (ROS 2)."""
+    import ros_wheels_bootstrapper  # noqa: F401  (re-executes once with the ROS library path)
+    import threading
+
+    import numpy as np
+    import rclpy
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from ptq4ris_core.data import SceneGenerator
+    rclpy.init()
+    node = rclpy.create_node("ptq4ris_bench_camera")
+    image_pub = node.create_publisher(Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                                                  history=HistoryPolicy.KEEP_LAST))
+    cmd_pub = node.create_publisher(String, "command", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                                                   durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    masks, results, lock = [], {}, threading.Lock()
+
+    def on_mask(m):
+        with lock:
+            masks.append((m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m.header.frame_id, m.height, m.width,
+                          time.monotonic()))
+
+    def on_result(m):
+        r = json.loads(m.data)
+        results[r["stamp"]["sec"] * 10**9 + r["stamp"]["nanosec"]] = (r["latency_ms"], r["engine_ms"])
+
+    node.create_subscription(Image, "mask", on_mask, 100)
+    node.create_subscription(String, "result", on_result, 100)
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [rclpy.spin_once(node, timeout_sec=0.05) for _ in iter(stop.is_set, True)])
+    spinner.start()
+    gen = SceneGenerator(640, 480)
+    scene = gen.sample("test", 9_500)
+    frames = [np.ascontiguousarray(gen.sample("test", 9_500 + i).image[..., ::-1]) for i in range(30)]
+    cmd_pub.publish(String(data=scene.text))
+    end = time.monotonic() + 60
+    while time.monotonic() < end and image_pub.get_subscription_count() == 0:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    sent, rss = {}, {}
+    t0 = time.monotonic()
+    for i in range(args.frames):
+        due = t0 + i / args.hz
+        if due > time.monotonic():
+            time.sleep(due - time.monotonic())
+        m = Image()
+        stamp = 1_000_000_000 * 1000 + i * 10**6
+        m.header.stamp.sec, m.header.stamp.nanosec = stamp // 10**9, stamp % 10**9
+        m.header.frame_id = f"cam_{i}"
+        m.height, m.width, m.encoding, m.step = 480, 640, "bgr8", 640 * 3
+        m.data = frames[i % 30].tobytes()
+        sent[stamp] = m.header.frame_id
+        image_pub.publish(m)
+        if i == 100:
+            rss["frame_100"] = node_rss_mb(args.node_pid)
+    t_end = time.monotonic()
+    time.sleep(1.0)
+    rss["end"] = node_rss_mb(args.node_pid)
+    stop.set()
+    spinner.join()
+    with lock:
+        got = list(masks)
+    in_window = [g for g in got if g[4] <= t_end + 0.2]
+    wrong = [g for g in got if sent.get(g[0]) != g[1] or (g[2], g[3]) != (480, 640)]
+    lat = [results[g[0]][0] for g in got if g[0] in results]
+    eng = [results[g[0]][1] for g in got if g[0] in results]
+    print("CAMERA " + json.dumps({
+        "frames_sent": len(sent), "masks": len(got), "seconds": t_end - t0,
+        "output_hz": len(in_window) / (t_end - t0), "wrong_header_or_size": len(wrong),
+        "node_latency_ms": {"p50": float(np.median(lat)), "p90": float(np.percentile(lat, 90))},
+        "node_engine_ms": {"p50": float(np.median(eng))}, "rss_mb": rss}), flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--engine", required=True)
+    ap.add_argument("--frames", type=int, default=2000)
+    ap.add_argument("--hz", type=float, default=30.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json")
+    ap.add_argument("--camera", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--node-pid", type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.camera:
+        return camera(a)
+    import numpy as np
+
+    from ptq4ris_core.data import SceneGenerator
+    from ptq4ris_core.engine import Engine
+    eng = Engine.load(a.engine, threads=a.threads)
+    s = SceneGenerator(640, 480).sample("test", 9_500)
+    for _ in range(20):
+        eng.segment(s.image, s.text)
+    times = []
+    for _ in range(200):
+        t = time.perf_counter()
+        eng.segment(s.image, s.text)
+        times.append((time.perf_counter() - t) * 1000)
+    ref = float(np.median(times))
+    backend = eng.backend
+    del eng
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_ROS_WHEELS")}
+    env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(200 + os.getpid() % 30), PYTHONUNBUFFERED="1")
+    node = subprocess.Popen([str(VENV_BIN / "ptq4ris_node"), "--ros-args", "-p", f"engine_path:={a.engine}",
+                             "-p", f"threads:={a.threads}", "-p", "diagnostics_period_s:=30.0"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.0)
+        r = subprocess.run([sys.executable, str(HERE), "--camera", "--engine", a.engine, "--frames", str(a.frames),
+                            "--hz", str(a.hz), "--node-pid", str(node.pid)], env=env, capture_output=True, text=True)
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.wait(15)
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("CAMERA ")]
+    if not line:
+        sys.exit(f"camera process failed:\n{r.stderr[-3000:]}")
+    cam = json.loads(line[-1][7:])
+    res = {"engine": a.engine, "backend": backend, "segment_p50_ms": ref, "camera_hz": a.hz, **cam}
+    res["rate_ratio"] = cam["output_hz"] / min(a.hz, 1000 / ref)  # the node can at best match the camera
+    res["latency_ratio"] = cam["node_latency_ms"]["p50"] / ref
+    res["rss_growth"] = cam["rss_mb"]["end"] / cam["rss_mb"]["frame_100"] - 1
+    print(json.dumps(res, indent=1))
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

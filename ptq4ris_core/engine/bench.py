@@ -1,0 +1,128 @@
+"""``ptq4ris bench``: engines side by side in one process, interleaved, batch 1.
+
+Per engine and runtime: p50/p90/p99 of the segmenter graph alone (preprocessed image + cached word
+features) and of the whole ``segment()`` call on a camera-sized frame (resize, normalise, graph,
+upsample, threshold); the process's resident memory added by loading and running it; size on disk;
+ratios to the first row; and an op-type time profile from the runtime's own profiler.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .artifact import SEG_GRAPH
+from .engine import Engine
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def size_on_disk_mb(folder) -> float:
+    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file()) / 1e6
+
+
+def _frame(width=640, height=480):
+    from ..data import SceneGenerator
+    s = SceneGenerator(width, height).sample("test", 9_500)
+    return s.image, s.text
+
+
+def op_profile(folder, backend: str, feeds: dict, runs: int = 30, threads: int = 2) -> dict:
+    """{op type: share of the segmenter's time}, from ONNX Runtime's profiler or OpenVINO's counters."""
+    times = defaultdict(float)
+    path = str(Path(folder) / SEG_GRAPH)
+    if backend == "onnxruntime":
+        import onnxruntime as ort
+        with tempfile.TemporaryDirectory() as tmp:
+            so = ort.SessionOptions()
+            so.enable_profiling, so.profile_file_prefix = True, str(Path(tmp) / "prof")
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            for _ in range(runs):
+                sess.run(None, feeds)
+            events = json.loads(Path(sess.end_profiling()).read_text())
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                times[e["args"].get("op_name", "?")] += e["dur"]
+    else:
+        import openvino as ov
+        compiled = ov.Core().compile_model(path, "CPU", {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": threads,
+                                                         "INFERENCE_PRECISION_HINT": "f32"})
+        req = compiled.create_infer_request()
+        for _ in range(runs):
+            req.infer(feeds)
+            for p in req.get_profiling_info():
+                if p.status == p.Status.EXECUTED:
+                    times[f"{p.node_type} ({p.exec_type})"] += p.real_time.total_seconds() * 1e6
+    total = sum(times.values()) or 1.0
+    return dict(sorted(((k, v / total) for k, v in times.items()), key=lambda kv: -kv[1]))
+
+
+def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int = 10, threads: int = 2,
+          profile: bool = True, progress: bool = True) -> dict:
+    image, text = _frame()
+    rows = []
+    for folder in engines:
+        for backend in backends:
+            before = _rss_mb()
+            t = time.perf_counter()
+            eng = Engine.load(folder, backend=backend, threads=threads)
+            load_s = time.perf_counter() - t
+            words, m = eng.text_features(text)
+            feeds = {"image": eng.preprocess(image), "words": words, "word_mask": m}
+            for _ in range(warmup):
+                eng._seg(feeds)
+                eng.segment(image, text)
+            rows.append({"engine": str(folder), "backend": eng.backend, "describe": eng.describe(),
+                         "size_mb": size_on_disk_mb(folder), "load_s": load_s, "feeds": feeds, "eng": eng,
+                         "seg_ms": [], "segment_ms": [], "rss_before": before})
+    for r in rows:
+        r["rss_added_mb"] = _rss_mb() - r.pop("rss_before")  # approximate: each engine's share after warm-up
+    for _ in tqdm(range(runs), desc="bench", unit="round", disable=not progress, dynamic_ncols=True):
+        for r in rows:  # interleaved: the machine's noise falls on every engine alike
+            t = time.perf_counter()
+            r["eng"]._seg(r["feeds"])
+            r["seg_ms"].append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            r["eng"].segment(image, text)
+            r["segment_ms"].append((time.perf_counter() - t) * 1000)
+    out = []
+    for r in rows:
+        res = {k: r[k] for k in ("engine", "backend", "describe", "size_mb", "load_s", "rss_added_mb")}
+        for key in ("seg_ms", "segment_ms"):
+            v = np.array(r[key])
+            res[key] = {"p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90)),
+                        "p99": float(np.percentile(v, 99)), "mean": float(v.mean())}
+        if profile:
+            res["op_profile"] = op_profile(r["engine"], r["backend"], r["feeds"], threads=threads)
+        out.append(res)
+    first = out[0]
+    for res in out:
+        res["speedup_vs_first"] = {k: first[k]["p50"] / res[k]["p50"] for k in ("seg_ms", "segment_ms")}
+        res["smaller_than_first"] = first["size_mb"] / res["size_mb"]
+    return {"runs": runs, "warmup": warmup, "threads": threads, "frame": list(image.shape), "rows": out}
+
+
+def markdown(result: dict, top_ops: int = 6) -> str:
+    lines = ["| engine | runtime | size (MB) | load (s) | segmenter p50 / p90 / p99 (ms) | segment() p50 / p90 / p99 (ms) "
+             "| speed-up (segmenter, segment()) | smaller | RSS added (MB) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        s, g = r["seg_ms"], r["segment_ms"]
+        lines.append(f"| {Path(r['engine']).name} | {r['backend']} | {r['size_mb']:.1f} | {r['load_s']:.2f} | "
+                     f"{s['p50']:.2f} / {s['p90']:.2f} / {s['p99']:.2f} | {g['p50']:.2f} / {g['p90']:.2f} / {g['p99']:.2f} | "
+                     f"{r['speedup_vs_first']['seg_ms']:.2f}x, {r['speedup_vs_first']['segment_ms']:.2f}x | "
+                     f"{r['smaller_than_first']:.2f}x | {r['rss_added_mb']:.0f} |")
+    for r in result["rows"]:
+        if r.get("op_profile"):
+            ops = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(r["op_profile"].items())[:top_ops])
+            lines.append(f"\n{Path(r['engine']).name} on {r['backend']}, where the segmenter's time goes: {ops}")
+    return "\n".join(lines)
