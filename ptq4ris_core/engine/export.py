@@ -27,10 +27,13 @@ class _Segmenter(nn.Module):
 
 def _export(module, args, path, inputs, outputs):
     module.eval()
+    # Packed int4 weights must reach the file packed: the exporter's own folding would unpack them
+    # (the runtimes fold the unpacking at load instead).
+    packed = any((getattr(m, "_deploy", None) or {}).get("wpack") is not None for m in module.modules())
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
-                          opset_version=OPSET, dynamo=False)
+                          opset_version=OPSET, dynamo=False, do_constant_folding=not packed)
     module.eval()  # the exporter restores train(True) on the wrapper, which would reach BatchNorm
 
 

@@ -14,6 +14,8 @@ calibration set. The attention core stays float, as DESIGN.md's measurements adv
 
 What the graph cannot express exactly runs as a stated stand-in (``uniform_stand_in``): DRQ-GELU and
 RORQ's element groups become one uniform per-tensor quantizer with the same bits over the same range.
+Weights of 4 bits or fewer are stored two to a byte and unpacked by a few integer ops on constants,
+which both runtimes fold at load: a W4 file is half a W8 one, and the kernels still see int8 weights.
 Embedding tables are stored as int8 rows with a per-row scale (Gather, then scale), so the text graph
 is not dominated by a float vocabulary table. The deploy simulation computes exactly what the graph does.
 """
@@ -65,6 +67,38 @@ def uniform_stand_in(q) -> tuple[UniformQuantizer | None, str]:
     return None, f"{q.kind} input quantizer has no integer form here: runs float"
 
 
+def pack_int4(w: torch.Tensor) -> torch.Tensor:
+    """Values in [-7, 7] → uint8, two per byte (high nibble first), offset by 8."""
+    v = (w.flatten().to(torch.int16) + 8).to(torch.uint8)
+    if v.numel() % 2:
+        v = torch.cat([v, torch.full((1,), 8, dtype=torch.uint8)])
+    return (v[0::2] * 16 + v[1::2]).to(torch.uint8)
+
+
+def unpack_int4(packed: torch.Tensor, shape) -> torch.Tensor:
+    p = packed.to(torch.int32)
+    v = torch.stack([p // 16, p % 16], 1).flatten()[: int(torch.tensor(shape).prod())]
+    return (v - 8).to(torch.int8).reshape(shape)
+
+
+def _weight_value(g, w, packed):
+    """The int8 weight tensor in the graph: a constant, or the unpacking of a packed int4 constant."""
+    if packed is None:
+        return w
+    shape = w.type().sizes()
+    const = lambda v: g.op("Constant", value_t=torch.tensor(v, dtype=torch.int32))  # noqa: E731
+    p = g.op("Cast", packed, to_i=6)  # 6 = INT32
+    hi = g.op("Div", p, const(16))
+    lo = g.op("Sub", p, g.op("Mul", hi, const(16)))
+    both = g.op("Concat", g.op("Unsqueeze", hi, g.op("Constant", value_t=torch.tensor([1]))),
+                g.op("Unsqueeze", lo, g.op("Constant", value_t=torch.tensor([1]))), axis_i=1)
+    n = int(torch.tensor(shape).prod())
+    flat = g.op("Slice", g.op("Reshape", both, g.op("Constant", value_t=torch.tensor([-1]))),
+                g.op("Constant", value_t=torch.tensor([0])), g.op("Constant", value_t=torch.tensor([n])))
+    v = g.op("Sub", g.op("Reshape", flat, g.op("Constant", value_t=torch.tensor(list(shape)))), const(8))
+    return g.op("Cast", v, to_i=3)  # 3 = INT8
+
+
 def _fake(x, s, z, qmax):
     return (torch.clamp(torch.round(x / s) + z.float(), 0, qmax) - z.float()) * s
 
@@ -73,24 +107,24 @@ class _QDQLinear(torch.autograd.Function):
     """Forward: exactly what the integer graph computes. Symbolic: the QDQ pattern above."""
 
     @staticmethod
-    def forward(ctx, x, s, z, hi, wt, ws, wz, b, bs, bz, clip: bool):
+    def forward(ctx, x, s, z, hi, wt, wpack, ws, wz, b, bs, bz, clip: bool):
         if clip:
             x = torch.minimum(x, hi)
         return _fake(x, s, z, 255) @ (wt.float() * ws) + b.float() * bs
 
     @staticmethod
-    def symbolic(g, x, s, z, hi, wt, ws, wz, b, bs, bz, clip: bool):
+    def symbolic(g, x, s, z, hi, wt, wpack, ws, wz, b, bs, bz, clip: bool):
         if clip:  # only below 8 bits: the codes must stay in the narrower range the model was calibrated for
             x = g.op("Min", x, hi)
         dq = g.op("DequantizeLinear", g.op("QuantizeLinear", x, s, z), s, z)
-        w = g.op("DequantizeLinear", wt, ws, wz, axis_i=1)
+        w = g.op("DequantizeLinear", _weight_value(g, wt, wpack), ws, wz, axis_i=1)
         bias = g.op("DequantizeLinear", b, bs, bz, axis_i=0)
         return g.op("Add", g.op("MatMul", dq, w), bias)
 
 
 class _QDQConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, s, z, hi, w, ws, wz, b, bs, bz, os_, oz, clip: bool, stride, padding, dilation, groups):
+    def forward(ctx, x, s, z, hi, w, wpack, ws, wz, b, bs, bz, os_, oz, clip: bool, stride, padding, dilation, groups):
         if clip:
             x = torch.minimum(x, hi)
         y = F.conv2d(_fake(x, s, z, 255), w.float() * ws[:, None, None, None], b.float() * bs,
@@ -98,11 +132,11 @@ class _QDQConv(torch.autograd.Function):
         return _fake(y, os_, oz, 2 ** OUTPUT_BITS - 1)
 
     @staticmethod
-    def symbolic(g, x, s, z, hi, w, ws, wz, b, bs, bz, os_, oz, clip, stride, padding, dilation, groups):
+    def symbolic(g, x, s, z, hi, w, wpack, ws, wz, b, bs, bz, os_, oz, clip, stride, padding, dilation, groups):
         if clip:
             x = g.op("Min", x, hi)
         dq = g.op("DequantizeLinear", g.op("QuantizeLinear", x, s, z), s, z)
-        wdq = g.op("DequantizeLinear", w, ws, wz, axis_i=0)
+        wdq = g.op("DequantizeLinear", _weight_value(g, w, wpack), ws, wz, axis_i=0)
         bias = g.op("DequantizeLinear", b, bs, bz, axis_i=0)
         y = g.op("Conv", dq, wdq, bias, strides_i=list(stride), pads_i=list(padding) * 2,
                  dilations_i=list(dilation), group_i=groups)
@@ -148,14 +182,15 @@ def _prepare(mod) -> str | None:
          **_integer_weights(mod, mod.weight_quantizer, s)}
     if isinstance(mod, QuantLinear):
         d["w"] = d["w"].t().contiguous()
+    d["wpack"] = pack_int4(d["w"]) if mod.weight_quantizer.bits <= 4 else None
     mod._deploy = d
     return how
 
 
 def _linear_forward(mod, x):
     d = mod._deploy
-    return _QDQLinear.apply(mod.transform_input(x), d["s"], d["z"], d["hi"], d["w"], d["ws"], d["wz"], d["b"],
-                            d["bs"], d["bz"], d["clip"])
+    return _QDQLinear.apply(mod.transform_input(x), d["s"], d["z"], d["hi"], d["w"], d["wpack"], d["ws"], d["wz"],
+                            d["b"], d["bs"], d["bz"], d["clip"])
 
 
 def _conv_forward(mod, x):
@@ -167,7 +202,7 @@ def _conv_forward(mod, x):
         d["lo_seen"] = min(d.get("lo_seen", 0.0), float(y.min()))
         d["hi_seen"] = max(d.get("hi_seen", 0.0), float(y.max()))
         return y
-    return _QDQConv.apply(x, d["s"], d["z"], d["hi"], d["w"], d["ws"], d["wz"], d["b"], d["bs"], d["bz"],
+    return _QDQConv.apply(x, d["s"], d["z"], d["hi"], d["w"], d["wpack"], d["ws"], d["wz"], d["b"], d["bs"], d["bz"],
                           d["os"], d["oz"], d["clip"], mod.stride, mod.padding, mod.dilation, mod.groups)
 
 

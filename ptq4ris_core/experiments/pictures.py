@@ -133,3 +133,34 @@ def per_layer_error(qmodels: dict, batch, out: Path) -> Path:
 
 def calib_batches(cfg, n=8):
     return CalibrationSet(n=n, seed=123).build(cfg, Preprocessor(cfg))
+
+
+def main(argv=None):
+    """Draw both pictures from the calibrated cells that ``ptq4ris table --save DIR`` kept."""
+    import argparse
+
+    from ..calib.saved import load_quantized
+    ap = argparse.ArgumentParser(description="Activation histograms with quantizer levels, and per-layer error "
+                                 "of each method, from the cells saved by 'ptq4ris table --save DIR'.")
+    ap.add_argument("--cells", required=True, help="the folder given to 'ptq4ris table --save'")
+    ap.add_argument("--bits", default="W4A8")
+    ap.add_argument("--methods", default="rtn,ptq4vit,repqvit,ptq4ris")
+    ap.add_argument("--out", default="docs/pictures")
+    a = ap.parse_args(argv)
+    models = {}
+    for m in a.methods.split(","):
+        folder = Path(a.cells) / f"{m}_{a.bits}"
+        if folder.exists():
+            models[m] = load_quantized(folder)[0].eval()
+    if "ptq4ris" not in models:
+        raise SystemExit(f"no ptq4ris_{a.bits} cell in {a.cells}; run 'ptq4ris table --save {a.cells}' first")
+    q = models["ptq4ris"]
+    batches = calib_batches(q.cfg)
+    run = lambda b: q(*b)  # noqa: E731
+    with torch.no_grad():
+        print(histograms(q, batches[:1], run, Path(a.out) / f"histograms_ptq4ris_{a.bits}.png"))
+        print(per_layer_error(models, batches[0], Path(a.out) / f"per_layer_error_{a.bits}.png"))
+
+
+if __name__ == "__main__":
+    main()

@@ -143,3 +143,15 @@ def run(n: int = 600, calib: int = 32, bits=(8, 6, 4), methods=("rtn", "ptq4vit"
                   f"{r['sentence_cos_mean']:.4f} | {r['sentence_cos_min']:.4f} |" for r in rows]
         Path(out).with_suffix(".md").write_text("\n".join(lines) + "\n")
     return res
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(description="Quantize the pretrained MiniLM alone and compare its features with "
+                                 "FP32 on real sentences (Python standard-library docstrings).")
+    ap.add_argument("--n", type=int, default=600, help="evaluation sentences (default 600)")
+    ap.add_argument("--out", default="docs/results/real_text", help="path stem for .md and .json")
+    a = ap.parse_args()
+    r = run(n=a.n, out=Path(a.out))
+    print(Path(a.out).with_suffix(".md").read_text())
+    print("outlier channels:", r["outliers"])
