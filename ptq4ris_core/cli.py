@@ -148,7 +148,7 @@ def cmd_export(a):
     if bool(a.fp32) == bool(a.quantized):
         raise InputError("say what to export: --fp32 (the float model) or --quantized DIR (a calibrated folder)")
     if a.quantized:
-        out = export_quantized(a.quantized, a.out)
+        out = export_quantized(a.quantized, a.out, symmetric=a.symmetric)
         q = json.loads((out / "meta.json").read_text())["quantization"]
         print(f"{out}: {q['method']} {q['bits']} engine, {len(q['integer_layers'])} integer layers, "
               f"{len(q['float_layers'])} float (see meta.json)")
@@ -360,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--model", default="default")
     x.add_argument("--fp32", action="store_true", help="export the float model")
     x.add_argument("--quantized", help="a folder written by 'ptq4ris calibrate' (QDQ export)")
+    x.add_argument("--symmetric", action="store_true", help="zero point 0 on every activation (int8): the form "
+                   "TensorRT's int8 takes; each activation keeps its calibrated range")
     x.add_argument("--out", required=True, help="engine folder to write")
     x.set_defaults(func=cmd_export)
     bn = sub.add_parser("bench", help="time engines side by side (interleaved, batch 1), with op profiles",

@@ -6,6 +6,7 @@ import importlib.util
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnxruntime as ort
 import pytest
 import torch
@@ -29,14 +30,15 @@ def _calibrated(model, method, bits):
     return q, CalibrationSet(n=2).build(model.cfg, Preprocessor(model.cfg))
 
 
-@pytest.mark.parametrize("method,bits", [("rtn", (8, 8)), ("rtn", (4, 6)), ("ptq4ris", (8, 8))])
-def test_qdq_segmenter_matches_deploy_simulation_and_runs_integer_kernels(tiny_model, tmp_path, method, bits):
+@pytest.mark.parametrize("method,bits,symmetric", [("rtn", (8, 8), False), ("rtn", (4, 6), False),
+                                                   ("ptq4ris", (8, 8), False), ("ptq4ris", (8, 8), True)])
+def test_qdq_segmenter_matches_deploy_simulation_and_runs_integer_kernels(tiny_model, tmp_path, method, bits, symmetric):
     q, batches = _calibrated(tiny_model, method, bits)
     img, ids, m = example_batch(tiny_model.cfg)
     path, opt = tmp_path / "seg.onnx", tmp_path / "seg_opt.onnx"
     with torch.no_grad():
         words = q.text_encoder(ids, m)
-        with deploy_mode(q, batches) as how:
+        with deploy_mode(q, batches, symmetric) as how:
             sim = q.segment_features(img, words, m).numpy()
             _export(_Segmenter(q), (img, words, m), path, ["image", "words", "word_mask"], ["logits"])
     seg = {n: h for n, h in how.items() if not n.startswith("text_encoder.")}
@@ -64,6 +66,13 @@ def test_qdq_segmenter_matches_deploy_simulation_and_runs_integer_kernels(tiny_m
     n_linear = sum(t is QuantLinear for t in wrapped.values())
     assert ops["QGemm"] + ops["MatMulIntegerToFloat"] == n_linear, ops
     assert ops["QLinearConv"] == len(wrapped) - n_linear, ops
+    if symmetric:  # TensorRT's form: every activation int8 with zero point 0
+        zps = [t for n in graph.node if n.op_type == "QuantizeLinear" for t in tensors if t.name == n.input[2]]
+        zps += [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute
+                if any(n.output[0] == q.input[2] for q in graph.node if q.op_type == "QuantizeLinear")]
+        assert zps and all(t.data_type == onnx.TensorProto.INT8 and not any(onnx.numpy_helper.to_array(t).ravel())
+                           for t in zps)
+        return
     assert ("Min" in ops) == (bits[1] < 8)  # the narrow-range clip appears only below 8 bits
     is_packed = lambda t: t.data_type == onnx.TensorProto.UINT8 and len(t.dims) == 1 and t.dims[0] > 1  # noqa: E731
     packed_names = {t.name for t in graph.initializer if is_packed(t)} | {

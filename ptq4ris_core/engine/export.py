@@ -49,10 +49,11 @@ def _export_graphs(model, out: Path):
     _export(_Segmenter(model), (image, words, mask), out / SEG_GRAPH, ["image", "words", "word_mask"], ["logits"])
 
 
-def export_engine(model, out: str | Path, info: dict | None = None, batches=None) -> Path:
+def export_engine(model, out: str | Path, info: dict | None = None, batches=None, symmetric: bool = False) -> Path:
     """Export a float model, or a calibrated one (``info["quantization"]`` set): its deployable
     layers become integer QDQ layers, the rest runs in float, and meta.json says which is which.
-    ``batches`` (the calibration inputs) calibrate the conv output quantizers that integer convs need."""
+    ``batches`` (the calibration inputs) calibrate the conv output quantizers that integer convs need.
+    ``symmetric``: zero point 0 on every activation (int8), the form TensorRT takes."""
     import onnx
 
     from ..nn import QuantMatMul, QuantModule
@@ -63,7 +64,8 @@ def export_engine(model, out: str | Path, info: dict | None = None, batches=None
     cfg = model.cfg
     quant = dict((info or {}).get("quantization", {"method": "fp32", "bits": "FP32"}))
     if any(isinstance(m, QuantModule) for m in model.modules()):
-        with deploy_mode(model, batches) as how:
+        quant["symmetric_activations"] = symmetric
+        with deploy_mode(model, batches, symmetric) as how:
             _export_graphs(model, out)
         quantized = [n for n, m in model.named_modules() if isinstance(m, QuantModule) and m.quantizers()]
         quant["integer_layers"] = how
@@ -98,7 +100,7 @@ def export_fp32(model_name: str, out) -> Path:
                                                        "weights_sha256": base_identity(model_name)["sha256"]})
 
 
-def export_quantized(calibrated, out) -> Path:
+def export_quantized(calibrated, out, symmetric: bool = False) -> Path:
     """The integer engine of a folder written by ``ptq4ris calibrate`` (or ``save_quantized``)."""
     from ..calib.calibrate import CalibrationSet
     from ..calib.saved import load_quantized
@@ -109,4 +111,4 @@ def export_quantized(calibrated, out) -> Path:
     info = {"model": meta["base"]["name"], "weights_sha256": meta["base"]["sha256"], "quantization": {
         "method": meta["method"], "options": meta.get("options", {}), "bits": meta["bits"],
         "calibration": meta["calibration"], "config": meta["config"], "source": str(calibrated)}}
-    return export_engine(model, out, info, batches)
+    return export_engine(model, out, info, batches, symmetric)

@@ -42,28 +42,40 @@ def deployable_weight(q) -> bool:
     return isinstance(q, UniformQuantizer) and q.axis == 0 and q.symmetric and q.active
 
 
-def _uniform_over(lo: float, hi: float, bits: int) -> UniformQuantizer:
+def _uniform_over(lo: float, hi: float, bits: int, symmetric: bool = False) -> UniformQuantizer:
     lo, hi = min(lo, 0.0), max(hi, 0.0)  # zero must be exact (padding, ReLU)
+    if symmetric:  # TensorRT's int8: zero point 0, codes ±(2^(b-1) - 1)
+        qmax = 2 ** (bits - 1) - 1
+        scale = max(-lo, hi, 1e-8) / qmax
+        return UniformQuantizer(bits, symmetric=True).set_params(torch.tensor(scale), torch.tensor(0.0))
     qmax = 2 ** bits - 1
     scale = max(hi - lo, 1e-8) / qmax
     zp = min(max(round(-lo / scale), 0), qmax)
     return UniformQuantizer(bits).set_params(torch.tensor(scale), torch.tensor(float(zp)))
 
 
-def uniform_stand_in(q) -> tuple[UniformQuantizer | None, str]:
-    """The uniform per-tensor quantizer the graph runs for input quantizer ``q``, and what it is."""
-    if deployable_input(q):
-        return q, "exact"
+def _range(q) -> tuple[float, float]:
+    qmin, qmax = q.qmin_qmax
+    return float((qmin - q.zero_point) * q.scale), float((qmax - q.zero_point) * q.scale)
+
+
+def uniform_stand_in(q, symmetric: bool = False) -> tuple[UniformQuantizer | None, str]:
+    """The uniform per-tensor quantizer the graph runs for input quantizer ``q``, and what it is.
+    ``symmetric``: zero point 0 everywhere (TensorRT), over the same range."""
     if not (q is not None and q.active):
         return None, "float"
+    if deployable_input(q):
+        if symmetric:
+            return _uniform_over(*_range(q), q.bits, True), "symmetric stand-in over the same range"
+        return q, "exact"
     if isinstance(q, DualRegionGeluQuantizer):
         hi = (2 ** (q.bits - 1) - 1) * float(q.delta_pos)
-        return _uniform_over(GELU_MIN, hi, q.bits), "uniform stand-in for DRQ-GELU over its range"
+        return _uniform_over(GELU_MIN, hi, q.bits, symmetric), "uniform stand-in for DRQ-GELU over its range"
     if isinstance(q, ElementGroupQuantizer):
         qmin, qmax = qrange(q.bits, False)
         lo = float(((qmin - q.zero_points) * q.scales).min())
         hi = float(((qmax - q.zero_points) * q.scales).max())
-        return _uniform_over(lo, hi, q.bits), "uniform stand-in for RORQ element groups over their range"
+        return _uniform_over(lo, hi, q.bits, symmetric), "uniform stand-in for RORQ element groups over their range"
     return None, f"{q.kind} input quantizer has no integer form here: runs float"
 
 
@@ -99,24 +111,39 @@ def _weight_value(g, w, packed):
     return g.op("Cast", v, to_i=3)  # 3 = INT8
 
 
-def _fake(x, s, z, qmax):
-    return (torch.clamp(torch.round(x / s) + z.float(), 0, qmax) - z.float()) * s
+def _fake(x, s, z):
+    """QuantizeLinear then DequantizeLinear, saturating at the zero point's integer type as ONNX does."""
+    qmin, qmax = (-128, 127) if z.dtype == torch.int8 else (0, 255)
+    return (torch.clamp(torch.round(x / s) + z.float(), qmin, qmax) - z.float()) * s
+
+
+def _clip(g, x, lo, hi, clip: str):
+    """Narrow ranges (below 8 bits, or symmetric): keep the codes inside what the model was calibrated for."""
+    if clip == "max":
+        return g.op("Min", x, hi)
+    if clip == "both":
+        return g.op("Clip", x, lo, hi)
+    return x
+
+
+def _clip_t(x, lo, hi, clip: str):
+    if clip == "max":
+        return torch.minimum(x, hi)
+    if clip == "both":
+        return torch.clamp(x, lo, hi)
+    return x
 
 
 class _QDQLinear(torch.autograd.Function):
     """Forward: exactly what the integer graph computes. Symbolic: the QDQ pattern above."""
 
     @staticmethod
-    def forward(ctx, x, s, z, hi, wt, wpack, ws, wz, b, bs, bz, clip: bool):
-        if clip:
-            x = torch.minimum(x, hi)
-        return _fake(x, s, z, 255) @ (wt.float() * ws) + b.float() * bs
+    def forward(ctx, x, s, z, lo, hi, wt, wpack, ws, wz, b, bs, bz, clip: str):
+        return _fake(_clip_t(x, lo, hi, clip), s, z) @ (wt.float() * ws) + b.float() * bs
 
     @staticmethod
-    def symbolic(g, x, s, z, hi, wt, wpack, ws, wz, b, bs, bz, clip: bool):
-        if clip:  # only below 8 bits: the codes must stay in the narrower range the model was calibrated for
-            x = g.op("Min", x, hi)
-        dq = g.op("DequantizeLinear", g.op("QuantizeLinear", x, s, z), s, z)
+    def symbolic(g, x, s, z, lo, hi, wt, wpack, ws, wz, b, bs, bz, clip: str):
+        dq = g.op("DequantizeLinear", g.op("QuantizeLinear", _clip(g, x, lo, hi, clip), s, z), s, z)
         w = g.op("DequantizeLinear", _weight_value(g, wt, wpack), ws, wz, axis_i=1)
         bias = g.op("DequantizeLinear", b, bs, bz, axis_i=0)
         return g.op("Add", g.op("MatMul", dq, w), bias)
@@ -124,18 +151,16 @@ class _QDQLinear(torch.autograd.Function):
 
 class _QDQConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, s, z, hi, w, wpack, ws, wz, b, bs, bz, os_, oz, clip: bool, stride, padding, dilation, groups):
-        if clip:
-            x = torch.minimum(x, hi)
-        y = F.conv2d(_fake(x, s, z, 255), w.float() * ws[:, None, None, None], b.float() * bs,
-                     stride, padding, dilation, groups)
-        return _fake(y, os_, oz, 2 ** OUTPUT_BITS - 1)
+    def forward(ctx, x, s, z, lo, hi, w, wpack, ws, wz, b, bs, bz, os_, oz, clip: str, stride, padding,
+                dilation, groups):
+        y = F.conv2d(_fake(_clip_t(x, lo, hi, clip), s, z), w.float() * ws[:, None, None, None],
+                     b.float() * bs, stride, padding, dilation, groups)
+        return _fake(y, os_, oz)
 
     @staticmethod
-    def symbolic(g, x, s, z, hi, w, wpack, ws, wz, b, bs, bz, os_, oz, clip, stride, padding, dilation, groups):
-        if clip:
-            x = g.op("Min", x, hi)
-        dq = g.op("DequantizeLinear", g.op("QuantizeLinear", x, s, z), s, z)
+    def symbolic(g, x, s, z, lo, hi, w, wpack, ws, wz, b, bs, bz, os_, oz, clip, stride, padding,
+                 dilation, groups):
+        dq = g.op("DequantizeLinear", g.op("QuantizeLinear", _clip(g, x, lo, hi, clip), s, z), s, z)
         wdq = g.op("DequantizeLinear", _weight_value(g, w, wpack), ws, wz, axis_i=0)
         bias = g.op("DequantizeLinear", b, bs, bz, axis_i=0)
         y = g.op("Conv", dq, wdq, bias, strides_i=list(stride), pads_i=list(padding) * 2,
@@ -168,18 +193,29 @@ def _integer_weights(mod, wq, s):
             "b": torch.round(bias / bs).to(torch.int32), "bs": bs, "bz": torch.zeros(len(ws), dtype=torch.int32)}
 
 
-def _prepare(mod) -> str | None:
+def _activation(q: UniformQuantizer) -> dict:
+    """Scale, zero point (uint8, or int8 when symmetric), the float range its codes cover, and the clip
+    the graph needs to stay inside it."""
+    s = q.scale.float().reshape(())
+    qmin, qmax = q.qmin_qmax
+    z = q.zero_point.reshape(()).to(torch.int8 if q.symmetric else torch.uint8)
+    lo, hi = ((qmin - z.float()) * s).reshape(()), ((qmax - z.float()) * s).reshape(())
+    # 8-bit codes may use the type's full range (-128 is one step past a symmetric grid: harmless, and a
+    # clip there would stop ONNX Runtime fusing the layer); narrower grids must be enforced.
+    clip = ("both" if qmax < 127 else "") if q.symmetric else ("max" if qmax < 255 else "")
+    return {"s": s, "z": z, "lo": lo, "hi": hi, "clip": clip}
+
+
+def _prepare(mod, symmetric: bool = False) -> str | None:
     """Precompute the integer tensors of one layer; None if it cannot run integer."""
     if not deployable_weight(mod.weight_quantizer):
         return None
-    iq, how = uniform_stand_in(mod.input_quantizer)
+    iq, how = uniform_stand_in(mod.input_quantizer, symmetric)
     if iq is None:
         return None
-    s = iq.scale.float().reshape(())
-    z = iq.zero_point.reshape(()).to(torch.uint8)
-    qmax = iq.qmin_qmax[1]
-    d = {"s": s, "z": z, "hi": ((qmax - z.float()) * s).reshape(()), "clip": qmax < 255,
-         **_integer_weights(mod, mod.weight_quantizer, s)}
+    d = _activation(iq)
+    d.update(_integer_weights(mod, mod.weight_quantizer, d["s"]))
+    d["symmetric"] = symmetric
     if isinstance(mod, QuantLinear):
         d["w"] = d["w"].t().contiguous()
     d["wpack"] = pack_int4(d["w"]) if mod.weight_quantizer.bits <= 4 else None
@@ -189,21 +225,22 @@ def _prepare(mod) -> str | None:
 
 def _linear_forward(mod, x):
     d = mod._deploy
-    return _QDQLinear.apply(mod.transform_input(x), d["s"], d["z"], d["hi"], d["w"], d["wpack"], d["ws"], d["wz"],
-                            d["b"], d["bs"], d["bz"], d["clip"])
+    return _QDQLinear.apply(mod.transform_input(x), d["s"], d["z"], d["lo"], d["hi"], d["w"], d["wpack"], d["ws"],
+                            d["wz"], d["b"], d["bs"], d["bz"], d["clip"])
 
 
 def _conv_forward(mod, x):
     d = mod._deploy
     if "os" not in d:  # calibrating the output quantizer: float output, range observed
-        y = F.conv2d(_fake(torch.minimum(x, d["hi"]) if d["clip"] else x, d["s"], d["z"], 255),
+        y = F.conv2d(_fake(_clip_t(x, d["lo"], d["hi"], d["clip"]), d["s"], d["z"]),
                      d["w"].float() * d["ws"][:, None, None, None], d["b"].float() * d["bs"],
                      mod.stride, mod.padding, mod.dilation, mod.groups)
         d["lo_seen"] = min(d.get("lo_seen", 0.0), float(y.min()))
         d["hi_seen"] = max(d.get("hi_seen", 0.0), float(y.max()))
         return y
-    return _QDQConv.apply(x, d["s"], d["z"], d["hi"], d["w"], d["wpack"], d["ws"], d["wz"], d["b"], d["bs"], d["bz"],
-                          d["os"], d["oz"], d["clip"], mod.stride, mod.padding, mod.dilation, mod.groups)
+    return _QDQConv.apply(x, d["s"], d["z"], d["lo"], d["hi"], d["w"], d["wpack"], d["ws"], d["wz"], d["b"], d["bs"],
+                          d["bz"], d["os"], d["oz"], d["clip"], mod.stride, mod.padding,
+                          mod.dilation, mod.groups)
 
 
 def _quantize_table(emb: nn.Embedding) -> dict:
@@ -213,16 +250,16 @@ def _quantize_table(emb: nn.Embedding) -> dict:
 
 
 @contextlib.contextmanager
-def deploy_mode(model, batches=None):
+def deploy_mode(model, batches=None, symmetric: bool = False):
     """Inside: deployable layers run (and export) as integer QDQ layers, embeddings as int8 tables;
     everything else, attention matmuls included, runs in float. ``batches`` (calibration inputs for
     the whole model) calibrate the conv output quantizers; without them, conv layers stay float.
-    Yields {layer name: how it runs}."""
+    ``symmetric``: every activation with zero point 0 (int8), as TensorRT requires. Yields {layer name: how it runs}."""
     patched, how = [], {}
     has_convs = batches is not None
     for name, mod in model.named_modules():
         deployable = isinstance(mod, QuantLinear) or (isinstance(mod, QuantConv2d) and has_convs)
-        note = _prepare(mod) if deployable else None
+        note = _prepare(mod, symmetric) if deployable else None
         if note is not None:
             fwd = _linear_forward if isinstance(mod, QuantLinear) else _conv_forward
             mod.forward = (lambda m, f: (lambda x: f(m, x)))(mod, fwd)
@@ -243,8 +280,9 @@ def deploy_mode(model, batches=None):
                 model(*b)
         for mod in patched:
             if isinstance(mod, QuantConv2d):
-                u = _uniform_over(mod._deploy.pop("lo_seen"), mod._deploy.pop("hi_seen"), OUTPUT_BITS)
-                mod._deploy.update(os=u.scale.float().reshape(()), oz=u.zero_point.reshape(()).to(torch.uint8))
+                u = _activation(_uniform_over(mod._deploy.pop("lo_seen"), mod._deploy.pop("hi_seen"), OUTPUT_BITS,
+                                              symmetric))
+                mod._deploy.update(os=u["s"], oz=u["z"])
     try:
         yield how
     finally:
