@@ -160,7 +160,8 @@ def cmd_export(a):
 def cmd_bench(a):
     from .engine.bench import bench, markdown
     backends = [b for b in a.backend.split(",") if b]
-    res = bench(a.engine, backends, runs=a.runs, warmup=a.warmup, threads=a.threads, profile=not a.no_profile)
+    res = bench(a.engine, backends, runs=a.runs, warmup=a.warmup, threads=a.threads, profile=not a.no_profile,
+                torch_model=a.torch)
     text = markdown(res)
     print(text)
     if a.markdown:
@@ -375,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--warmup", type=int, default=20)
     bn.add_argument("--threads", type=int, default=2)
     bn.add_argument("--no-profile", action="store_true", help="skip the op-type profile")
+    bn.add_argument("--torch", metavar="MODEL", help="also time this model (e.g. default) in PyTorch FP32 eager")
     bn.add_argument("--json", help="write the full result here")
     bn.add_argument("--markdown", help="write the table here")
     bn.set_defaults(func=cmd_bench)

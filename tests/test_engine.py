@@ -107,3 +107,15 @@ def test_unknown_backend_provider_and_bad_images(engine_dir):
         eng.segment(np.zeros((0, 10, 3), np.uint8), "the red circle")
     mask, _ = eng.segment(img[..., 0].copy(), "the red circle")  # greyscale is converted
     assert mask.shape == img.shape[:2]
+
+
+def test_bench_times_engines_side_by_side_with_profiles(engine_dir):
+    from ptq4ris_core.engine.bench import bench, markdown
+    res = bench([str(engine_dir), str(engine_dir)], ["onnxruntime"], runs=3, warmup=1, threads=1, progress=False)
+    a, b = res["rows"]
+    assert a["speedup_vs_first"]["seg_ms"] == 1.0 and a["smaller_than_first"] == 1.0
+    for r in (a, b):
+        assert 0 < r["seg_ms"]["p50"] <= r["seg_ms"]["p99"] and r["segment_ms"]["p50"] > 0
+        assert abs(sum(r["op_profile"].values()) - 1) < 1e-6 and "Gemm" in "".join(r["op_profile"])
+        assert r["size_mb"] > 1 and r["load_s"] > 0
+    assert "segmenter p50" in markdown(res)

@@ -36,6 +36,36 @@ def _frame(width=640, height=480):
     return s.image, s.text
 
 
+class TorchEager:
+    """PyTorch FP32 eager behind the engine's interface, as the baseline a user would otherwise run."""
+
+    backend = "pytorch"
+
+    def __init__(self, model_name: str, threads: int):
+        import torch
+
+        from ..models import load_model
+        from ..segment import Segmenter
+        torch.set_num_threads(threads)
+        self.torch, self.name = torch, model_name
+        self.seg = Segmenter(load_model(model_name))
+        self.text_features = self.seg.text_features
+
+    def preprocess(self, image):
+        from ..segment import resize_rgb
+        return self.seg.pre.images(resize_rgb(image, self.seg.model.cfg.image_size)[None])
+
+    def _seg(self, feeds):
+        with self.torch.no_grad():
+            return self.seg.model.segment_features(feeds["image"], feeds["words"], feeds["word_mask"])
+
+    def segment(self, image, text):
+        return self.seg.segment(image, text)
+
+    def describe(self):
+        return f"{self.name} FP32 on PyTorch eager"
+
+
 def op_profile(folder, backend: str, feeds: dict, runs: int = 30, threads: int = 2) -> dict:
     """{op type: share of the segmenter's time}, from ONNX Runtime's profiler or OpenVINO's counters."""
     times = defaultdict(float)
@@ -68,25 +98,31 @@ def op_profile(folder, backend: str, feeds: dict, runs: int = 30, threads: int =
 
 
 def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int = 10, threads: int = 2,
-          profile: bool = True, progress: bool = True) -> dict:
+          profile: bool = True, progress: bool = True, torch_model: str | None = None) -> dict:
+    """``torch_model``: also time that model in PyTorch eager (last row)."""
     image, text = _frame()
     rows = []
-    for folder in engines:
-        for backend in backends:
-            before = _rss_mb()
-            t = time.perf_counter()
+    jobs = [(folder, backend) for folder in engines for backend in backends]
+    if torch_model:
+        jobs.append((torch_model, "pytorch"))
+    for folder, backend in jobs:
+        before = _rss_mb()
+        t = time.perf_counter()
+        if backend == "pytorch":
+            from ..models.store import DEFAULT_WEIGHTS
+            eng = TorchEager(folder, threads)
+            folder = DEFAULT_WEIGHTS.parent if folder == "default" else Path(folder).parent
+        else:
             eng = Engine.load(folder, backend=backend, threads=threads)
-            load_s = time.perf_counter() - t
-            words, m = eng.text_features(text)
-            feeds = {"image": eng.preprocess(image), "words": words, "word_mask": m}
-            for _ in range(warmup):
-                eng._seg(feeds)
-                eng.segment(image, text)
-            rows.append({"engine": str(folder), "backend": eng.backend, "describe": eng.describe(),
-                         "size_mb": size_on_disk_mb(folder), "load_s": load_s, "feeds": feeds, "eng": eng,
-                         "seg_ms": [], "segment_ms": [], "rss_before": before})
-    for r in rows:
-        r["rss_added_mb"] = _rss_mb() - r.pop("rss_before")  # approximate: each engine's share after warm-up
+        load_s = time.perf_counter() - t
+        words, m = eng.text_features(text)
+        feeds = {"image": eng.preprocess(image), "words": words, "word_mask": m}
+        for _ in range(warmup):
+            eng._seg(feeds)
+            eng.segment(image, text)
+        rows.append({"engine": str(folder), "backend": eng.backend, "describe": eng.describe(),
+                     "size_mb": size_on_disk_mb(folder), "load_s": load_s, "feeds": feeds, "eng": eng,
+                     "seg_ms": [], "segment_ms": [], "rss_added_mb": _rss_mb() - before})  # after its warm-up
     for _ in tqdm(range(runs), desc="bench", unit="round", disable=not progress, dynamic_ncols=True):
         for r in rows:  # interleaved: the machine's noise falls on every engine alike
             t = time.perf_counter()
@@ -102,7 +138,7 @@ def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int 
             v = np.array(r[key])
             res[key] = {"p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90)),
                         "p99": float(np.percentile(v, 99)), "mean": float(v.mean())}
-        if profile:
+        if profile and r["backend"] != "pytorch":
             res["op_profile"] = op_profile(r["engine"], r["backend"], r["feeds"], threads=threads)
         out.append(res)
     first = out[0]
