@@ -134,3 +134,24 @@ def test_uniform_stand_ins_cover_the_quantizers_range():
     span = float((255 - u.zero_point) * u.scale - (0 - u.zero_point) * u.scale)
     assert "RORQ" in how and span == pytest.approx(100, rel=0.02)
     assert uniform_stand_in(None) == (None, "float")
+
+
+def test_w4_engine_stores_int4_embedding_groups_and_stays_close(tiny_model, tmp_path):
+    q, batches = _calibrated(tiny_model, "rtn", (4, 8))
+    out = export_engine(q, tmp_path / "w4a8", {"quantization": {"method": "rtn", "bits": "W4A8"}}, batches)
+    graph = onnx.load(out / "text_encoder.onnx").graph
+    vocab, dim = tiny_model.text_encoder.embeddings.word_embeddings.weight.shape
+    sizes = [onnx.numpy_helper.to_array(t).size for t in graph.initializer] + [
+        onnx.numpy_helper.to_array(a.t).size for n in graph.node if n.op_type == "Constant" for a in n.attribute]
+    assert vocab * dim // 2 in sizes and vocab * dim not in sizes  # packed two to a byte, no full-size table
+    sess = ort.InferenceSession(str(out / "text_encoder.onnx"), providers=["CPUExecutionProvider"])
+    _, ids, m = example_batch(tiny_model.cfg)
+    got = sess.run(None, {"input_ids": ids.numpy(), "attention_mask": m.numpy()})[0]
+    with torch.no_grad():
+        ref = tiny_model.text_encoder(ids, m).numpy()
+        with deploy_mode(q, batches):
+            sim = q.text_encoder(ids, m).numpy()
+    # the graph computes its deploy simulation (a rare activation lands one quantization step away)
+    assert np.abs(got - sim).mean() < 1e-3 and np.abs(got - sim).max() < 0.1
+    cos = (got * ref).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(ref, axis=-1))
+    assert cos[0][m.numpy()[0] > 0].min() > 0.8  # W4A8 BERT with int4 embeddings: still the same sentence

@@ -16,8 +16,9 @@ What the graph cannot express exactly runs as a stated stand-in (``uniform_stand
 RORQ's element groups become one uniform per-tensor quantizer with the same bits over the same range.
 Weights of 4 bits or fewer are stored two to a byte and unpacked by a few integer ops on constants,
 which both runtimes fold at load: a W4 file is half a W8 one, and the kernels still see int8 weights.
-Embedding tables are stored as int8 rows with a per-row scale (Gather, then scale), so the text graph
-is not dominated by a float vocabulary table. The deploy simulation computes exactly what the graph does.
+Embedding tables are stored as integers (int8 with a scale per row; int4 with a scale per 32 values
+when the model's weights are 4-bit), gathered then scaled, so the text graph is not dominated by a
+float vocabulary table. The deploy simulation computes exactly what the graph does.
 """
 from __future__ import annotations
 
@@ -168,17 +169,23 @@ class _QDQConv(torch.autograd.Function):
         return g.op("DequantizeLinear", g.op("QuantizeLinear", y, os_, oz), os_, oz)
 
 
-class _Int8Gather(torch.autograd.Function):
-    """An embedding lookup on an int8 table with one scale per row (symmetric)."""
+class _QuantGather(torch.autograd.Function):
+    """An embedding lookup on an integer table with one scale per group of ``gs`` values of a row."""
 
     @staticmethod
-    def forward(ctx, ids, table, scales):
-        return table[ids].float() * scales[ids]
+    def forward(ctx, ids, table, packed, scales, gs: int):
+        rows = table[ids].float()
+        return (rows.unflatten(-1, (-1, gs)) * scales[ids][..., None]).flatten(-2)
 
     @staticmethod
-    def symbolic(g, ids, table, scales):
-        rows = g.op("Cast", g.op("Gather", table, ids, axis_i=0), to_i=1)  # 1 = FLOAT
-        return g.op("Mul", rows, g.op("Gather", scales, ids, axis_i=0))
+    def symbolic(g, ids, table, packed, scales, gs: int):
+        const = lambda v: g.op("Constant", value_t=torch.tensor(v, dtype=torch.int64))  # noqa: E731
+        n_groups = scales.type().sizes()[1]
+        rows = g.op("Cast", g.op("Gather", _weight_value(g, table, packed), ids, axis_i=0), to_i=1)  # 1 = FLOAT
+        shape = g.op("Shape", ids)
+        grouped = g.op("Reshape", rows, g.op("Concat", shape, const([n_groups, gs]), axis_i=0))
+        scaled = g.op("Mul", grouped, g.op("Unsqueeze", g.op("Gather", scales, ids, axis_i=0), const([-1])))
+        return g.op("Reshape", scaled, g.op("Concat", shape, const([n_groups * gs]), axis_i=0))
 
 
 def _integer_weights(mod, wq, s):
@@ -243,10 +250,15 @@ def _conv_forward(mod, x):
                           mod.dilation, mod.groups)
 
 
-def _quantize_table(emb: nn.Embedding) -> dict:
+def _quantize_table(emb: nn.Embedding, bits: int) -> dict:
+    """Symmetric integer table: 8 bits with one scale per row, or 4 bits with one per 32 values (packed)."""
     w = emb.weight.detach().float()
-    scales = (w.abs().amax(1, keepdim=True) / 127).clamp(min=1e-12)
-    return {"table": torch.round(w / scales).clamp(-127, 127).to(torch.int8), "scales": scales}
+    gs = 32 if bits <= 4 and w.shape[1] % 32 == 0 else w.shape[1]
+    qmax = 2 ** (bits - 1) - 1
+    scales = (w.unflatten(1, (-1, gs)).abs().amax(2) / qmax).clamp(min=1e-12)
+    table = torch.round(w.unflatten(1, (-1, gs)) / scales[..., None]).clamp(-qmax, qmax).flatten(1).to(torch.int8)
+    return {"table": table, "packed": pack_int4(table) if bits <= 4 else None, "scales": scales, "gs": gs,
+            "bits": bits}
 
 
 @contextlib.contextmanager
@@ -257,6 +269,8 @@ def deploy_mode(model, batches=None, symmetric: bool = False):
     ``symmetric``: every activation with zero point 0 (int8), as TensorRT requires. Yields {layer name: how it runs}."""
     patched, how = [], {}
     has_convs = batches is not None
+    w_bits = [m.weight_quantizer.bits for m in model.modules() if isinstance(m, QuantLinear) and m.weight_quantizer]
+    table_bits = 4 if w_bits and max(w_bits) <= 4 else 8  # embedding tables follow the model's weights
     for name, mod in model.named_modules():
         deployable = isinstance(mod, QuantLinear) or (isinstance(mod, QuantConv2d) and has_convs)
         note = _prepare(mod, symmetric) if deployable else None
@@ -270,10 +284,11 @@ def deploy_mode(model, batches=None, symmetric: bool = False):
                 q._saved_enabled, q.enabled = q.enabled, False
                 patched.append(q)
         elif isinstance(mod, nn.Embedding):
-            mod._deploy = _quantize_table(mod)
-            mod.forward = (lambda m: (lambda ids: _Int8Gather.apply(ids, m._deploy["table"], m._deploy["scales"])))(mod)
+            d = mod._deploy = _quantize_table(mod, table_bits)
+            mod.forward = (lambda m: (lambda ids: _QuantGather.apply(ids, m._deploy["table"], m._deploy["packed"],
+                                                                     m._deploy["scales"], m._deploy["gs"])))(mod)
             patched.append(mod)
-            how[name] = "int8 table, per-row scale"
+            how[name] = f"int{d['bits']} table, one scale per {d['gs']} values"
     if has_convs:
         with torch.no_grad():
             for b in batches:
