@@ -16,35 +16,23 @@ import numpy as np
 ORT_INTEGER_OPS = {"QGemm", "MatMulIntegerToFloat", "QLinearConv", "QLinearMatMul", "MatMulInteger",
                    "ConvInteger", "DynamicQuantizeMatMul", "QAttention", "MatMulNBits"}
 WEIGHT_OPS = {"MatMul", "Gemm", "Conv"}
+OV_COMPUTE = {"FullyConnected", "FullyConnectedQuantizedLegacy", "Convolution", "MatMul", "Gemm"}
 
 
 def layer_macs(path) -> dict:
-    """{weight tensor name: {"node", "op", "macs"}} for every layer with constant weights."""
+    """{node name: {"op", "macs"}} for every MatMul, Gemm or Conv whose weights are constant (computed
+    from constants only: an initializer, or int4 weights unpacked by ops on constants)."""
     import onnx
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-    g = model.graph
-    inits = {t.name: list(t.dims) for t in g.initializer}
-    consts = {n.output[0]: list(a.t.dims) for n in g.node if n.op_type == "Constant" for a in n.attribute
-              if a.name == "value"}
-    inits.update(consts)
-    producer = {o: n for n in g.node for o in n.output}
-
-    def weight_source(name):
-        seen = 0
-        while name not in inits and name in producer and seen < 4:
-            node = producer[name]
-            if node.op_type not in ("DequantizeLinear", "Transpose", "Cast", "Identity"):
-                return None
-            name, seen = node.input[0], seen + 1
-        return name if name in inits else None
-
-    found = [(n, weight_source(n.input[1])) for n in g.node if n.op_type in WEIGHT_OPS and len(n.input) > 1]
-    found = [(n, w) for n, w in found if w is not None]  # activation x activation (attention) is no Linear/Conv
-    shapes = _run_shapes(model, [n.output[0] for n, _ in found])
+    g = onnx.load(str(path)).graph
+    const = {t.name for t in g.initializer}
+    for n in g.node:  # graph order is topological
+        if n.op_type == "Constant" or (n.input and all(i in const or i == "" for i in n.input)):
+            const.update(n.output)
+    found = [n for n in g.node if n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in const]
+    shapes = _run_shapes(onnx.load(str(path)), [v for n in found for v in (n.output[0], n.input[1])])
     out = {}
-    for n, w in found:
-        y = shapes[n.output[0]]
-        dims = inits[w]
+    for n in found:
+        y, dims = shapes[n.output[0]], shapes[n.input[1]]
         if n.op_type == "Conv":
             k = int(np.prod(dims[1:]))
         elif n.op_type == "Gemm":
@@ -52,8 +40,15 @@ def layer_macs(path) -> dict:
             k = dims[1] if trans_b else dims[0]
         else:
             k = dims[0]
-        out[w] = {"node": n.name, "op": n.op_type, "macs": int(np.prod(y)) * int(k)}
+        out[n.name] = {"op": n.op_type, "macs": int(np.prod(y)) * int(k), "output": n.output[0]}
     return out
+
+
+def _runs_as(layer: str, output: str, executed: list[tuple[str, str, tuple]]) -> list[str]:
+    """What the runtime executes for an original node: a node of its name, of a name derived from it
+    ("<node>/MatMulAddFusion", "<node>_token_7", "<node>/WithoutBiases"), or that writes its output."""
+    return sorted({kind for name, kind, outs in executed
+                   if name == layer or name.startswith((layer + "/", layer + "_")) or output in outs})
 
 
 def _run_shapes(model, names: list[str]) -> dict:
@@ -86,12 +81,12 @@ def ort_integer_share(path, layers: dict | None = None) -> dict:
         so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         opt = onnx.load(so.optimized_model_filepath)
-    consumers = {}
-    for n in opt.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, set()).add(n.op_type)
-    per_layer = {w: {**info, "runs_as": sorted(consumers.get(w, {"(folded)"})),
-                     "integer": bool(consumers.get(w, set()) & ORT_INTEGER_OPS)} for w, info in layers.items()}
+    executed = [(n.name, n.op_type, tuple(n.output)) for n in opt.graph.node]
+    per_layer = {}
+    for node, info in layers.items():
+        runs = _runs_as(node, info["output"], executed)
+        per_layer[node] = {**info, "runs_as": runs or ["(folded into another node)"],
+                           "integer": bool(set(runs) & ORT_INTEGER_OPS)}
     return _share(per_layer)
 
 
@@ -100,21 +95,17 @@ def ov_integer_share(path, layers: dict | None = None, device: str = "CPU") -> d
     import openvino as ov
     layers = layers if layers is not None else layer_macs(path)
     compiled = ov.Core().compile_model(str(path), device, {"INFERENCE_PRECISION_HINT": "f32"})
-    by_original = {}
+    executed = []
     for op in compiled.get_runtime_model().get_ordered_ops():
         rt = op.get_rt_info()
         names = str(rt["originalLayersNames"].astype(str)) if "originalLayersNames" in rt else ""
         prec = str(rt["runtimePrecision"].astype(str)) if "runtimePrecision" in rt else ""
         kind = str(rt["layerType"].astype(str)) if "layerType" in rt else ""
-        for name in names.split(","):
-            by_original.setdefault(name.strip(), []).append((kind, prec))
+        executed += [(name.strip(), f"{kind}:{prec}", ()) for name in names.split(",")]
     per_layer = {}
-    for w, info in layers.items():
-        node = info["node"]  # OpenVINO keeps it, or names its parts "<node>/WithoutBiases", "<node>/Dequantization..."
-        runs = [r for name, rs in by_original.items() if name == node or name.startswith(node + "/") for r in rs]
-        compute = [(k, p) for k, p in runs if k in ("FullyConnected", "Convolution", "MatMul", "Gemm")]
-        per_layer[w] = {**info, "runs_as": sorted({f"{k}:{p}" for k, p in compute or runs}),
-                        "integer": any(p.lower() in ("i8", "u8") for _, p in compute)}
+    for node, info in layers.items():
+        runs = [r for r in _runs_as(node, "", executed) if r.split(":")[0] in OV_COMPUTE]
+        per_layer[node] = {**info, "runs_as": runs, "integer": any(r.split(":")[1].lower() in ("i8", "u8") for r in runs)}
     return _share(per_layer)
 
 
