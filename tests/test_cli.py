@@ -106,3 +106,21 @@ def test_calibrate_then_eval_quantized(capsys, weights, tmp_path):
     code, out, err = run(capsys, "eval", "--quantized", tmp_path / "q", "--limit", "4", "--json", tmp_path / "s.json")
     assert code in (0, None), err
     assert "| all | 4 |" in out
+
+
+def test_eval_engine_scores_like_the_pytorch_model(capsys, default_engine, tmp_path):
+    import json
+    code, out, err = run(capsys, "eval", "--engine", default_engine, "--backend", "onnxruntime", "--limit", "8",
+                         "--json", tmp_path / "e.json")
+    assert code in (0, None) and "| all | 8 |" in out
+    eng = json.loads((tmp_path / "e.json").read_text())
+    code, out, _ = run(capsys, "eval", "--model", "default", "--limit", "8", "--json", tmp_path / "m.json")
+    ref = json.loads((tmp_path / "m.json").read_text())
+    assert abs(eng["mIoU"] - ref["mIoU"]) < 0.01  # the FP32 engine computes the FP32 model
+
+
+def test_bag_and_bench_commands_explain_bad_input(capsys, tmp_path):
+    code, _, err = run(capsys, "bag", "eval", tmp_path / "missing", "--engine", tmp_path / "none")
+    assert code == 2 and "error:" in err and "Traceback" not in err
+    code, _, err = run(capsys, "bag", "make", "--n", "0", "--out", tmp_path / "b")
+    assert code == 2 and "n >= 1" in err
