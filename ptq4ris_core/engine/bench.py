@@ -1,4 +1,4 @@
-"""``ptq4ris bench``: engines side by side in one process, interleaved, batch 1.
+"""``ptq4ris bench``: engines side by side in one process, interleaved in short blocks, batch 1.
 
 Per engine and runtime: p50/p90/p99 of the segmenter graph alone (preprocessed image + cached word
 features) and of the whole ``segment()`` call on a camera-sized frame (resize, normalise, graph,
@@ -98,7 +98,7 @@ def op_profile(folder, backend: str, feeds: dict, runs: int = 30, threads: int =
 
 
 def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int = 10, threads: int = 2,
-          profile: bool = True, progress: bool = True, torch_model: str | None = None) -> dict:
+          profile: bool = True, progress: bool = True, torch_model: str | None = None, block: int = 5) -> dict:
     """``torch_model``: also time that model in PyTorch eager (last row)."""
     image, text = _frame()
     rows = []
@@ -123,14 +123,19 @@ def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int 
         rows.append({"engine": str(folder), "backend": eng.backend, "describe": eng.describe(),
                      "size_mb": size_on_disk_mb(folder), "load_s": load_s, "feeds": feeds, "eng": eng,
                      "seg_ms": [], "segment_ms": [], "rss_added_mb": _rss_mb() - before})  # after its warm-up
-    for _ in tqdm(range(runs), desc="bench", unit="round", disable=not progress, dynamic_ncols=True):
-        for r in rows:  # interleaved: the machine's noise falls on every engine alike
-            t = time.perf_counter()
-            r["eng"]._seg(r["feeds"])
-            r["seg_ms"].append((time.perf_counter() - t) * 1000)
-            t = time.perf_counter()
-            r["eng"].segment(image, text)
-            r["segment_ms"].append((time.perf_counter() - t) * 1000)
+    # Interleaved in blocks: each engine runs a few calls in a row and the first of each block is not
+    # recorded, because a runtime's worker threads go idle (or keep spinning) while the others run;
+    # the blocks rotate, so the machine's noise still falls on every engine alike.
+    rounds = -(-runs // (block - 1))
+    for _ in tqdm(range(rounds), desc="bench", unit="round", disable=not progress, dynamic_ncols=True):
+        for r in rows:
+            for key, call in (("seg_ms", lambda r=r: r["eng"]._seg(r["feeds"])),
+                              ("segment_ms", lambda r=r: r["eng"].segment(image, text))):
+                for k in range(block):
+                    t = time.perf_counter()
+                    call()
+                    if k:
+                        r[key].append((time.perf_counter() - t) * 1000)
     out = []
     for r in rows:
         res = {k: r[k] for k in ("engine", "backend", "describe", "size_mb", "load_s", "rss_added_mb")}
@@ -145,7 +150,8 @@ def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int 
     for res in out:
         res["speedup_vs_first"] = {k: first[k]["p50"] / res[k]["p50"] for k in ("seg_ms", "segment_ms")}
         res["smaller_than_first"] = first["size_mb"] / res["size_mb"]
-    return {"runs": runs, "warmup": warmup, "threads": threads, "frame": list(image.shape), "rows": out}
+    return {"runs": rounds * (block - 1), "block": block, "warmup": warmup, "threads": threads,
+            "frame": list(image.shape), "rows": out}
 
 
 def markdown(result: dict, top_ops: int = 6) -> str:
