@@ -116,6 +116,16 @@ def outlier_channels(encoder, batches, top: int = 6) -> dict:
     return out
 
 
+def _write(res: dict, out):
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    lines = ["| method | bits | token cos (mean) | token cos (p5) | sentence cos (mean) | sentence cos (min) |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['bits']} | {r['token_cos_mean']:.4f} | {r['token_cos_p5']:.4f} | "
+              f"{r['sentence_cos_mean']:.4f} | {r['sentence_cos_min']:.4f} |" for r in res["rows"]]
+    Path(out).with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
 def run(n: int = 600, calib: int = 32, bits=(8, 6, 4), methods=("rtn", "ptq4vit", "ptq4ris:element", "ptq4ris:channel"),
         out: Path | None = None, progress: bool = True) -> dict:
     sentences = stdlib_sentences(n + calib)
@@ -126,22 +136,16 @@ def run(n: int = 600, calib: int = 32, bits=(8, 6, 4), methods=("rtn", "ptq4vit"
     fp = TextEncoder.pretrained().eval()
     fp_feats = _features(fp, ev_b)
     rows = []
+    res = {"n_sentences": len(eval_s), "n_calib": len(calib_s), "examples": eval_s[:5], "rows": rows,
+           "outliers": outlier_channels(fp, ev_b)}
     for b in bits:
         for spec in tqdm(methods, desc=f"W{b}A{b}", disable=not progress):
             name, _, variant = spec.partition(":")
             options = {"rorq": variant} if name == "ptq4ris" else {}
             q = quantize_text_encoder(name, b, cal_b, options)
             rows.append({"method": spec, "bits": f"W{b}A{b}", **compare(fp_feats, _features(q, ev_b))})
-    res = {"n_sentences": len(eval_s), "n_calib": len(calib_s), "examples": eval_s[:5], "rows": rows,
-           "outliers": outlier_channels(fp, ev_b)}
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
-        lines = ["| method | bits | token cos (mean) | token cos (p5) | sentence cos (mean) | sentence cos (min) |",
-                 "|---|---|---|---|---|---|"]
-        lines += [f"| {r['method']} | {r['bits']} | {r['token_cos_mean']:.4f} | {r['token_cos_p5']:.4f} | "
-                  f"{r['sentence_cos_mean']:.4f} | {r['sentence_cos_min']:.4f} |" for r in rows]
-        Path(out).with_suffix(".md").write_text("\n".join(lines) + "\n")
+        if out:  # after every bit-width, so a long run that is stopped keeps what it measured
+            _write(res, out)
     return res
 
 
