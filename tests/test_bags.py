@@ -193,3 +193,28 @@ def test_live_replay_matches_offline(bag, engine, default_engine, tmp_path, monk
     assert live["accuracy"]["mIoU"] == pytest.approx(offline["accuracy"]["mIoU"], abs=0.005)
     assert live["latency_ms"]["end_to_end"]["n"] == 10
     assert (tmp_path / "replay" / "report.md").exists()
+
+
+@pytest.mark.skipif(not NODE.exists(), reason="ptq4ris_node is not installed (make installs it)")
+def test_live_replay_of_compressed_sqlite_bag_into_a_running_node(tmp_path, engine, default_engine, monkeypatch):
+    """--no-launch: the node is started here, on the CompressedImage transport, and the replay only plays."""
+    import signal
+    import subprocess
+    from ptq4ris_core.bags.replay import replay_bag, ros_environment
+    b = make_bag(tmp_path / "jpeg", n=6, width=W, height=H, storage="sqlite3", compressed=True, progress=False)
+    domain = 40 + os.getpid() % 9
+    env = ros_environment(domain)
+    env["OMP_NUM_THREADS"] = "1"
+    node = subprocess.Popen([str(NODE), "--ros-args", "-p", f"engine_path:={default_engine}", "-p", "threads:=1",
+                             "-p", "image_transport:=compressed", "-r", "image/compressed:=/camera/image_raw/compressed",
+                             "-r", "command:=/command", "-r", "mask:=/mask", "-r", "result:=/result"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        live = replay_bag(b, None, tmp_path / "replay", rate=0.5, launch=False, domain_id=domain)
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.wait(15)
+    offline = evaluate_bag(b, engine, progress=False)
+    assert live["frames_sent"] == 6 and live["dropped"] == 0 and live["wrong_header"] == 0
+    assert live["accuracy"]["mIoU"] == pytest.approx(offline["accuracy"]["mIoU"], abs=0.005)
