@@ -116,9 +116,9 @@ def cmd_calibrate(a):
 
 def cmd_table(a):
     from .models import load_model
-    from .table import markdown, method_table
+    from .table import markdown, method_table, split_methods
     _check_limit(a.limit, "test")
-    res = method_table(load_model(a.model), [m for m in a.methods.split(",") if m], [b for b in a.bits.split(",") if b],
+    res = method_table(load_model(a.model), split_methods(a.methods), [b for b in a.bits.split(",") if b],
                        a.limit, a.calib, a.seed, out=Path(a.out) if a.out else None,
                        save_dir=Path(a.save) if a.save else None,
                        deploy=tuple(m for m in (a.deploy or "").split(",") if m), base=a.model)

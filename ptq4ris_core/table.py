@@ -46,6 +46,18 @@ def method_table(fp_model, methods: list[str], bits: list[str], limit: int = 100
     return {"rows": rows, "limit": limit, "calib_n": calib_n}
 
 
+def split_methods(text: str) -> list[str]:
+    """'rtn,ptq4ris:rorq=element,drq=false' → ['rtn', 'ptq4ris:rorq=element,drq=false']: a comma followed
+    by KEY=VALUE continues the previous method's options."""
+    out = []
+    for tok in (t.strip() for t in text.split(",") if t.strip()):
+        if "=" in tok and ":" not in tok and out:
+            out[-1] += "," + tok
+        else:
+            out.append(tok)
+    return out
+
+
 def _save_and_deploy(model, report, root: Path, base: str, cell: str, deploy: bool, backends, limit, progress) -> dict:
     from .calib.saved import save_quantized
     from .engine import Engine

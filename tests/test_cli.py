@@ -124,3 +124,10 @@ def test_bag_and_bench_commands_explain_bad_input(capsys, tmp_path):
     assert code == 2 and "error:" in err and "Traceback" not in err
     code, _, err = run(capsys, "bag", "make", "--n", "0", "--out", tmp_path / "b")
     assert code == 2 and "n >= 1" in err
+
+
+def test_table_methods_keep_their_options():
+    from ptq4ris_core.table import split_methods
+    assert split_methods("rtn,ptq4ris:rorq=element,drq=false,ptq4vit") == [
+        "rtn", "ptq4ris:rorq=element,drq=false", "ptq4vit"]
+    assert split_methods("ptq4ris:drq=false,ptq4ris:rorq=none") == ["ptq4ris:drq=false", "ptq4ris:rorq=none"]
