@@ -69,19 +69,18 @@ def cmd_eval(a):
         from .evaluate import evaluate_engine
         eng = Engine.load(a.engine, backend=a.backend)
         summary = evaluate_engine(eng, a.split, a.limit, seed=a.seed)
-        summary.update({"engine": a.engine, "backend": eng.backend, "split": a.split, "seed": a.seed})
-        print(format_summary(summary))
-        _json_out(a.json, summary)
-        return
-    if a.quantized:
-        from .calib.saved import load_quantized
-        model, meta = load_quantized(a.quantized)
-        label = f"{a.quantized} ({meta['method']} {meta['bits']})"
+        summary.update({"engine": a.engine, "backend": eng.backend})
     else:
-        from .models import load_model
-        model, label = load_model(a.model), str(a.model)
-    summary = evaluate_model(model, a.split, a.limit, batch=a.batch, seed=a.seed)
-    summary.update({"model": label, "split": a.split, "seed": a.seed})
+        if a.quantized:
+            from .calib.saved import load_quantized
+            model, meta = load_quantized(a.quantized)
+            label = f"{a.quantized} ({meta['method']} {meta['bits']})"
+        else:
+            from .models import load_model
+            model, label = load_model(a.model), str(a.model)
+        summary = evaluate_model(model, a.split, a.limit, batch=a.batch, seed=a.seed)
+        summary["model"] = label
+    summary.update({"split": a.split, "seed": a.seed})
     print(format_summary(summary))
     _json_out(a.json, summary)
 

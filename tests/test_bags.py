@@ -203,14 +203,14 @@ def test_live_replay_of_compressed_sqlite_bag_into_a_running_node(tmp_path, engi
     from ptq4ris_core.bags.replay import replay_bag, ros_environment
     b = make_bag(tmp_path / "jpeg", n=6, width=W, height=H, storage="sqlite3", compressed=True, progress=False)
     domain = 40 + os.getpid() % 9
-    env = ros_environment(domain)
-    env["OMP_NUM_THREADS"] = "1"
+    env = {**ros_environment(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "OMP_NUM_THREADS": "1"}
     node = subprocess.Popen([str(NODE), "--ros-args", "-p", f"engine_path:={default_engine}", "-p", "threads:=1",
                              "-p", "image_transport:=compressed", "-r", "image/compressed:=/camera/image_raw/compressed",
                              "-r", "command:=/command", "-r", "mask:=/mask", "-r", "result:=/result"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
         live = replay_bag(b, None, tmp_path / "replay", rate=0.5, launch=False, domain_id=domain)
     finally:
         node.send_signal(signal.SIGINT)

@@ -19,10 +19,9 @@ _domain = iter(range(60 + os.getpid() % 40 * 2, 232))
 
 
 def ros_env(domain: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("_ROS_WHEELS")}
-    env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain), RCUTILS_COLORIZED_OUTPUT="0",
-               PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    return env
+    """The library's environment for ROS children, with loopback discovery forced (tests never go off-host)."""
+    from ptq4ris_core.bags.replay import ros_environment
+    return {**ros_environment(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")

@@ -71,9 +71,9 @@ class BagFrames:
             raise BagError(f"cannot read {self.path} as a rosbag2 bag ({type(e).__name__}: {e}); "
                            "is it complete (a recording that was cut off lacks its index)?") from e
         topics = self.reader.topics
-        self.gt_topic = _pick(topics, gt_topic, (IMAGE,), "ground-truth masks", "--gt-topic", GT_TOPIC)
-        if gt_topic is None and self.gt_topic != GT_TOPIC:
-            self.gt_topic = None  # only a topic we name or are told about is ground truth
+        # Ground truth only from a topic we are told about, or the one our bags use: never guessed.
+        self.gt_topic = (_pick(topics, gt_topic, (IMAGE,), "ground-truth masks", "--gt-topic", None) if gt_topic
+                         else (GT_TOPIC if topics.get(GT_TOPIC) and topics[GT_TOPIC].msgtype == IMAGE else None))
         self.image_topic = _pick(topics, image_topic, IMAGE_TYPES, "camera images", "--image-topic", IMAGE_TOPIC,
                                  exclude=(self.gt_topic,))
         if self.image_topic is None:

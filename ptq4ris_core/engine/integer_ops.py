@@ -23,13 +23,14 @@ def layer_macs(path) -> dict:
     """{node name: {"op", "macs"}} for every MatMul, Gemm or Conv whose weights are constant (computed
     from constants only: an initializer, or int4 weights unpacked by ops on constants)."""
     import onnx
-    g = onnx.load(str(path)).graph
+    model = onnx.load(str(path))
+    g = model.graph
     const = {t.name for t in g.initializer}
     for n in g.node:  # graph order is topological
         if n.op_type == "Constant" or (n.input and all(i in const or i == "" for i in n.input)):
             const.update(n.output)
     found = [n for n in g.node if n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in const]
-    shapes = _run_shapes(onnx.load(str(path)), [v for n in found for v in (n.output[0], n.input[1])])
+    shapes = _run_shapes(model, [v for n in found for v in (n.output[0], n.input[1])])
     out = {}
     for n in found:
         y, dims = shapes[n.output[0]], shapes[n.input[1]]

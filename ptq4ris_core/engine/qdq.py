@@ -55,11 +55,6 @@ def _uniform_over(lo: float, hi: float, bits: int, symmetric: bool = False) -> U
     return UniformQuantizer(bits).set_params(torch.tensor(scale), torch.tensor(float(zp)))
 
 
-def _range(q) -> tuple[float, float]:
-    qmin, qmax = q.qmin_qmax
-    return float((qmin - q.zero_point) * q.scale), float((qmax - q.zero_point) * q.scale)
-
-
 def uniform_stand_in(q, symmetric: bool = False) -> tuple[UniformQuantizer | None, str]:
     """The uniform per-tensor quantizer the graph runs for input quantizer ``q``, and what it is.
     ``symmetric``: zero point 0 everywhere (TensorRT), over the same range."""
@@ -67,7 +62,8 @@ def uniform_stand_in(q, symmetric: bool = False) -> tuple[UniformQuantizer | Non
         return None, "float"
     if deployable_input(q):
         if symmetric:
-            return _uniform_over(*_range(q), q.bits, True), "symmetric stand-in over the same range"
+            a = _activation(q)
+            return _uniform_over(float(a["lo"]), float(a["hi"]), q.bits, True), "symmetric stand-in over the same range"
         return q, "exact"
     if isinstance(q, DualRegionGeluQuantizer):
         hi = (2 ** (q.bits - 1) - 1) * float(q.delta_pos)
@@ -86,12 +82,6 @@ def pack_int4(w: torch.Tensor) -> torch.Tensor:
     if v.numel() % 2:
         v = torch.cat([v, torch.full((1,), 8, dtype=torch.uint8)])
     return (v[0::2] * 16 + v[1::2]).to(torch.uint8)
-
-
-def unpack_int4(packed: torch.Tensor, shape) -> torch.Tensor:
-    p = packed.to(torch.int32)
-    v = torch.stack([p // 16, p % 16], 1).flatten()[: int(torch.tensor(shape).prod())]
-    return (v - 8).to(torch.int8).reshape(shape)
 
 
 def _weight_value(g, w, packed):
@@ -150,13 +140,17 @@ class _QDQLinear(torch.autograd.Function):
         return g.op("Add", g.op("MatMul", dq, w), bias)
 
 
+def _int_conv(x, s, z, lo, hi, w, ws, b, bs, clip, stride, padding, dilation, groups):
+    """The conv on quantized input and integer weights, before its output quantizer."""
+    return F.conv2d(_fake(_clip_t(x, lo, hi, clip), s, z), w.float() * ws[:, None, None, None],
+                    b.float() * bs, stride, padding, dilation, groups)
+
+
 class _QDQConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, s, z, lo, hi, w, wpack, ws, wz, b, bs, bz, os_, oz, clip: str, stride, padding,
                 dilation, groups):
-        y = F.conv2d(_fake(_clip_t(x, lo, hi, clip), s, z), w.float() * ws[:, None, None, None],
-                     b.float() * bs, stride, padding, dilation, groups)
-        return _fake(y, os_, oz)
+        return _fake(_int_conv(x, s, z, lo, hi, w, ws, b, bs, clip, stride, padding, dilation, groups), os_, oz)
 
     @staticmethod
     def symbolic(g, x, s, z, lo, hi, w, wpack, ws, wz, b, bs, bz, os_, oz, clip, stride, padding,
@@ -222,7 +216,6 @@ def _prepare(mod, symmetric: bool = False) -> str | None:
         return None
     d = _activation(iq)
     d.update(_integer_weights(mod, mod.weight_quantizer, d["s"]))
-    d["symmetric"] = symmetric
     if isinstance(mod, QuantLinear):
         d["w"] = d["w"].t().contiguous()
     d["wpack"] = pack_int4(d["w"]) if mod.weight_quantizer.bits <= 4 else None
@@ -239,9 +232,8 @@ def _linear_forward(mod, x):
 def _conv_forward(mod, x):
     d = mod._deploy
     if "os" not in d:  # calibrating the output quantizer: float output, range observed
-        y = F.conv2d(_fake(_clip_t(x, d["lo"], d["hi"], d["clip"]), d["s"], d["z"]),
-                     d["w"].float() * d["ws"][:, None, None, None], d["b"].float() * d["bs"],
-                     mod.stride, mod.padding, mod.dilation, mod.groups)
+        y = _int_conv(x, d["s"], d["z"], d["lo"], d["hi"], d["w"], d["ws"], d["b"], d["bs"], d["clip"],
+                      mod.stride, mod.padding, mod.dilation, mod.groups)
         d["lo_seen"] = min(d.get("lo_seen", 0.0), float(y.min()))
         d["hi_seen"] = max(d.get("hi_seen", 0.0), float(y.max()))
         return y

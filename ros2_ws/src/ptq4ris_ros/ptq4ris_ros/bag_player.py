@@ -65,7 +65,7 @@ def main(argv=None):
     command_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     command_pub = node.create_publisher(String, bag.command_topic or a.command_out, command_qos)
     lock = threading.Lock()
-    got, engine_ms = {}, {}
+    got, results = {}, {}  # stamp → mask; stamp → (engine ms, node latency ms)
 
     def on_mask(msg):
         t = time.monotonic()
@@ -76,9 +76,9 @@ def main(argv=None):
     def on_result(msg):
         try:
             r = json.loads(msg.data)
-            engine_ms[r["stamp"]["sec"] * 10**9 + r["stamp"]["nanosec"]] = (r.get("engine_ms"), r.get("latency_ms"))
+            results[r["stamp"]["sec"] * 10**9 + r["stamp"]["nanosec"]] = (r.get("engine_ms"), r.get("latency_ms"))
         except (ValueError, KeyError, TypeError):
-            pass
+            return  # not one of ptq4ris_node's results: the mask alone still scores the frame
 
     node.create_subscription(Image, a.mask_topic, on_mask, 100)
     node.create_subscription(String, a.result_topic, on_result, 100)
@@ -140,8 +140,8 @@ def main(argv=None):
         rec = {"stamps": np.array(stamps, np.int64),
                "recv_s": np.array([got[s][0] for s in stamps]), "sent_s": np.array([sent.get(s, np.nan) for s in stamps]),
                "shapes": np.array([got[s][1:3] for s in stamps], np.int64).reshape(-1, 2),
-               "engine_ms": np.array([(engine_ms.get(s) or (np.nan, np.nan))[0] or np.nan for s in stamps], float),
-               "node_latency_ms": np.array([(engine_ms.get(s) or (np.nan, np.nan))[1] or np.nan for s in stamps], float),
+               "engine_ms": np.array([results.get(s, (None, None))[0] for s in stamps], float),
+               "node_latency_ms": np.array([results.get(s, (None, None))[1] for s in stamps], float),
                "frame_ids": np.array([got[s][4] for s in stamps], dtype=str),
                "sent_stamps": np.array(sorted(sent), np.int64)}
         bits = [np.packbits(np.frombuffer(got[s][3], np.uint8) > 127) for s in stamps]
