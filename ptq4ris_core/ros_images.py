@@ -6,6 +6,8 @@ We check size, step and data length first, and strip row padding, which rosbags-
 """
 from __future__ import annotations
 
+import array
+
 import numpy as np
 
 from .errors import InputError
@@ -28,8 +30,7 @@ def raw_to_rgb(encoding: str, height: int, width: int, step: int, data, max_pixe
     ch = SUPPORTED[encoding]
     if step < width * ch:
         raise ImageInputError(f"step {step} is smaller than width*channels = {width * ch} for {encoding}")
-    buf = np.frombuffer(bytes(data) if not isinstance(data, (bytes, bytearray, memoryview, np.ndarray)) else data,
-                        np.uint8)
+    buf = _as_bytes(data)
     if buf.size < step * height:
         raise ImageInputError(f"data has {buf.size} bytes, {step * height} expected (step {step} x height {height})")
     rows = buf[: step * height].reshape(height, step)[:, : width * ch]  # drop row padding
@@ -37,9 +38,17 @@ def raw_to_rgb(encoding: str, height: int, width: int, step: int, data, max_pixe
     return np.ascontiguousarray(convert_color(img, encoding, "rgb8"))
 
 
+def _as_bytes(data) -> np.ndarray:
+    """A uint8 view of a message's data without copying (rclpy gives array.array, rosbags ndarray)."""
+    try:
+        return np.frombuffer(data, np.uint8)
+    except (TypeError, ValueError):  # a plain list of ints, or a multi-byte array
+        return np.frombuffer(bytes(data), np.uint8)
+
+
 def compressed_to_rgb(fmt: str, data, max_pixels: int) -> np.ndarray:
     import cv2
-    buf = np.frombuffer(bytes(data), np.uint8)
+    buf = _as_bytes(data)
     if buf.size == 0:
         raise ImageInputError("compressed image has no data")
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
@@ -57,12 +66,14 @@ def to_rgb(msg, max_pixels: int = 40_000_000) -> np.ndarray:
     return raw_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, max_pixels)
 
 
-def fill_image(msg, header, array: np.ndarray, encoding: str):
+def fill_image(msg, header, pixels: np.ndarray, encoding: str):
     """Fill a sensor_msgs/Image from a (H, W) mono8 or (H, W, 3) rgb8 array, with the given header."""
     msg.header = header
-    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
+    msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
     msg.encoding = encoding
     msg.is_bigendian = 0
-    msg.step = int(array.shape[1] * (array.shape[2] if array.ndim == 3 else 1))
-    msg.data = np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    msg.step = int(pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1))
+    # array.array is rclpy's own type for uint8[]: taken as is, even with ROS_PYTHON_CHECK_FIELDS=1
+    # (bytes would then be checked element by element in Python).
+    msg.data = array.array("B", np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
     return msg

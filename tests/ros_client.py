@@ -96,15 +96,20 @@ def scenario_serve(p, args):
         p.wait_for(lambda: len(p.masks) > before, 20)
     p.spin(1.0)
     checks = []
+    results = {r["frame_id"]: r for r in p.results}
     for m in p.masks:
         if m.header.frame_id not in sent:
             continue
         s, msg, enc = sent[m.header.frame_id]
         mask = np.frombuffer(bytes(m.data), np.uint8).reshape(m.height, m.width)
+        ys, xs = np.nonzero(mask)
+        box = [int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1] if len(xs) else [0, 0, 0, 0]
+        r = results.get(m.header.frame_id, {})
         checks.append({"frame": m.header.frame_id, "encoding": enc, "stamp_ok": (m.header.stamp.sec, m.header.stamp.nanosec)
                        == (msg.header.stamp.sec, msg.header.stamp.nanosec), "size_ok": (m.height, m.width) == s.mask.shape,
                        "mono8": m.encoding == "mono8", "values_ok": bool(set(np.unique(mask)) <= {0, 255}),
-                       "iou": iou(mask > 0, s.mask)[0] if enc != "mono8" else None})
+                       "iou": iou(mask > 0, s.mask)[0] if enc != "mono8" else None,
+                       "result_ok": r.get("bbox") == box and r.get("pixels") == len(xs)})
     out.update(sent=len(sent), answered=len(checks), checks=checks, results=len(p.results))
     return out
 

@@ -118,3 +118,32 @@ def test_bad_method_and_bits_are_named():
     with pytest.raises(ConfigError, match="between 2 and 8"):
         parse_bits("W1A8")
     assert parse_bits("w4a8") == (4, 8)
+
+
+def test_ptq4ris_options_choose_the_quantizers_they_name():
+    from ptq4ris_core.calib.roles import LayerInfo
+    from ptq4ris_core.config import LayerSetting
+    s = LayerSetting(4, 4)
+    kinds = lambda m, domain, kind, role: {  # noqa: E731
+        slot: q.kind for slot, q in m.quantizers_for(LayerInfo("x", None, kind, role, 0, domain), s).items()}
+    full, none = get_method("ptq4ris"), get_method("ptq4ris", drq=False)
+    assert kinds(full, "vision", "matmul", "post_softmax")["a_quantizer"] == "drq_softmax"
+    assert kinds(full, "vision", "linear", "post_gelu")["input_quantizer"] == "drq_gelu"
+    assert kinds(none, "vision", "matmul", "post_softmax")["a_quantizer"] == "uniform"
+    soft, gelu = get_method("ptq4ris", drq="softmax"), get_method("ptq4ris", drq="gelu")
+    assert kinds(soft, "vision", "matmul", "post_softmax")["a_quantizer"] == "drq_softmax"
+    assert kinds(soft, "vision", "linear", "post_gelu")["input_quantizer"] == "uniform"
+    assert kinds(gelu, "vision", "matmul", "post_softmax")["a_quantizer"] == "uniform"
+    assert kinds(gelu, "vision", "linear", "post_gelu")["input_quantizer"] == "drq_gelu"
+    # The fusion's attention: plain uniform per tensor as the paper says, or the vision encoder's treatment.
+    assert kinds(full, "fusion", "matmul", "post_softmax")["a_quantizer"] == "uniform"
+    fa = get_method("ptq4ris", fusion_attention=True)
+    assert kinds(fa, "fusion", "matmul", "post_softmax")["a_quantizer"] == "drq_softmax"
+    qk = fa.quantizers_for(LayerInfo("x", None, "matmul", "qk", 0, "fusion"), s)
+    assert qk["a_quantizer"].axis == qk["b_quantizer"].axis == 1  # per head
+    assert kinds(fa, "fusion", "linear", "generic")["input_quantizer"] == "uniform"  # only the attention changes
+    assert get_method("ptq4ris", text_metric="hessian").metric_for(LayerInfo("x", None, "linear", "post_ln", 0,
+                                                                             "text")) == "hessian"
+    for bad in ({"drq": "both"}, {"rorq": "rows"}, {"text_metric": "l3"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            get_method("ptq4ris", **bad)

@@ -80,6 +80,7 @@ def test_serves_masks_with_the_source_header_in_every_encoding(node_factory, eng
     assert res["node_seen"], log
     assert res["answered"] == res["sent"] == 10, (res, log)
     assert all(c["stamp_ok"] and c["size_ok"] and c["mono8"] and c["values_ok"] for c in res["checks"])
+    assert all(c["result_ok"] for c in res["checks"]), res["checks"]  # result's bbox and pixel count = the mask's
     assert {c["encoding"] for c in res["checks"]} == {"rgb8", "bgr8", "rgba8", "bgra8", "mono8"}
     ious = [c["iou"] for c in res["checks"] if c["iou"] is not None]
     assert np.mean(ious) > 0.5, ious  # the referred object, not just any mask

@@ -1,7 +1,11 @@
 """PTQ4RIS: DRQ (dual-region) for the vision encoder's post-Softmax / post-GELU activations,
 RORQ (outlier-retained) for the text encoder's Linear inputs, plain uniform for fusion and decoder.
 
-Options for the ablation: ``drq=False`` (uniform instead), ``rorq=None | "element" | "channel"``.
+Options for the ablation: ``drq``: True (both forms), False (uniform instead), ``softmax`` or ``gelu``
+(one form only); ``rorq=None | "element" | "channel"``; ``text_metric`` (the text encoder's search metric:
+METHODS.md's ``mse2.4``, or ``hessian`` as PTQ4ViT); ``fusion_attention``: give the fusion's pixel-word
+attention the vision encoder's attention quantizers (per-head Q·Kᵀ, DRQ post-Softmax) instead of the
+paper's plain uniform (at W4A4 that attention is the most sensitive part of our model: RESULTS.md).
 """
 from dataclasses import dataclass
 
@@ -10,35 +14,45 @@ from ..quant.quantizers import DualRegionGeluQuantizer, DualRegionSoftmaxQuantiz
 from .base import Method, register, reparameterize_channels, uniform, weight_q, with_strategy
 
 RORQ_VARIANTS = (None, "element", "channel")
+DRQ_VARIANTS = (True, False, "softmax", "gelu")
+TEXT_METRICS = ("mse2.4", "hessian", "mse", "cosine")
 
 
 @register
 @dataclass
 class PTQ4RIS(Method):
-    drq: bool = True
+    drq: bool | str = True
     rorq: str | None = "channel"
+    text_metric: str = "mse2.4"
+    fusion_attention: bool = False
     name = "ptq4ris"
     metric = "hessian"
     rounds = 3
 
     def __post_init__(self):
+        if self.drq not in DRQ_VARIANTS:
+            raise ValueError(f"drq must be one of {DRQ_VARIANTS}, got {self.drq!r}")
         if self.rorq not in RORQ_VARIANTS:
             raise ValueError(f"rorq must be one of {RORQ_VARIANTS}, got {self.rorq!r}")
+        if self.text_metric not in TEXT_METRICS:
+            raise ValueError(f"text_metric must be one of {TEXT_METRICS}, got {self.text_metric!r}")
 
     def options(self):
-        return {"drq": self.drq, "rorq": self.rorq}
+        return {"drq": self.drq, "rorq": self.rorq, "text_metric": self.text_metric,
+                "fusion_attention": self.fusion_attention}
 
     def quantizers_for(self, info, s):
         if info.domain == "text":
             return self._text(info, s)
         out = self.plain(info, s, act="grid", wt="grid")
-        if s.a_bits is None or info.domain != "vision":
+        attention = info.kind == "matmul" and info.domain == "fusion" and self.fusion_attention
+        if s.a_bits is None or not (info.domain == "vision" or attention):
             return out  # fusion and decoder: plain uniform (quantization-friendly)
         if info.kind == "matmul" and info.role == "qk":  # both operands of Q·Kᵀ per head
             out = {"a_quantizer": uniform(s.a_bits, "grid", axis=1), "b_quantizer": uniform(s.a_bits, "grid", axis=1)}
-        if self.drq and info.role == "post_softmax":
+        if self.drq in (True, "softmax") and info.role == "post_softmax":
             out["a_quantizer"] = with_strategy(DualRegionSoftmaxQuantizer(s.a_bits), "grid")
-        elif self.drq and info.role == "post_gelu" and info.kind == "linear":
+        elif self.drq in (True, "gelu") and info.role == "post_gelu" and info.kind == "linear":
             out["input_quantizer"] = with_strategy(DualRegionGeluQuantizer(s.a_bits), "grid")
         return out
 
@@ -66,4 +80,4 @@ class PTQ4RIS(Method):
             info.module.input_quantizer.set_params(d, z)
 
     def metric_for(self, info):
-        return "mse2.4" if info.domain == "text" else self.metric  # BERT: PD-Quant/QDrop's p = 2.4
+        return self.text_metric if info.domain == "text" else self.metric  # mse2.4: PD-Quant/QDrop's p = 2.4

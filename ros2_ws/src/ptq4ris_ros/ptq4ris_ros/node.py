@@ -268,17 +268,17 @@ def _make_node_class():
             if p.publish_overlay:
                 from ptq4ris_core.segment import overlay
                 self.overlay_pub.publish(fill_image(Image(), msg.header, overlay(rgb, mask), "rgb8"))
-            ys, xs = np.nonzero(mask)
             roi = RegionOfInterest()
-            if len(xs):
-                roi.x_offset, roi.y_offset = int(xs.min()), int(ys.min())
-                roi.width, roi.height = int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))  # cheaper than np.nonzero
+            if len(cols):
+                roi.x_offset, roi.y_offset = int(cols[0]), int(rows[0])
+                roi.width, roi.height = int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
             self.roi_pub.publish(roi)
             latency_ms = (time.monotonic() - arrival) * 1000
             self.result_pub.publish(String(data=json.dumps({
                 "stamp": {"sec": msg.header.stamp.sec, "nanosec": msg.header.stamp.nanosec},
                 "frame_id": msg.header.frame_id, "command": text, "score": round(score, 4),
-                "bbox": [roi.x_offset, roi.y_offset, roi.width, roi.height], "pixels": int(len(xs)),
+                "bbox": [roi.x_offset, roi.y_offset, roi.width, roi.height], "pixels": int(np.count_nonzero(mask)),
                 "latency_ms": round(latency_ms, 2), "engine_ms": round(engine_ms, 2)})))
             self.stats.done(latency_ms, engine_ms)
 
