@@ -147,3 +147,14 @@ def test_ptq4ris_options_choose_the_quantizers_they_name():
     for bad in ({"drq": "both"}, {"rorq": "rows"}, {"text_metric": "l3"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             get_method("ptq4ris", **bad)
+
+
+@pytest.mark.parametrize("bits", ["W8A8", "W6A6", "W4A8", "W4A4"])
+def test_every_shipped_preset_resolves_to_its_bits_and_a_valid_method(bits):
+    from ptq4ris_core.presets import PRESET_DIR, load_preset, resolve
+    preset = load_preset(PRESET_DIR / f"{bits}.yaml")
+    plan = resolve(preset)
+    assert f"W{plan.w_bits}A{plan.a_bits}" == bits and plan.n in (32, 64)
+    assert plan.method.options() == {**plan.method.options(), **{k: (None if v == "none" else v)
+                                                                  for k, v in preset["options"].items()}}
+    assert get_method("ptq4ris", rorq="none").rorq is None  # YAML's 'none' means no RORQ, as on the CLI
