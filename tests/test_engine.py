@@ -109,6 +109,14 @@ def test_unknown_backend_provider_and_bad_images(engine_dir):
     assert mask.shape == img.shape[:2]
 
 
+def test_openvino_properties_reach_the_compiled_graph_and_bad_ones_are_named(engine_dir):
+    pytest.importorskip("openvino")
+    eng = Engine.load(engine_dir, backend="openvino", openvino_config={"PERFORMANCE_HINT": "LATENCY"})
+    assert str(eng._seg.compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
+    with pytest.raises(EngineError, match="OpenVINO cannot compile"):
+        Engine.load(engine_dir, backend="openvino", openvino_config={"NO_SUCH_PROPERTY": 1})
+
+
 def test_bench_times_engines_side_by_side_with_profiles(engine_dir):
     from ptq4ris_core.engine.bench import bench, markdown
     res = bench([str(engine_dir), str(engine_dir)], ["onnxruntime"], runs=3, warmup=1, threads=1, progress=False)

@@ -32,11 +32,11 @@ class _OrtRunner:
 
 
 class _OvRunner:
-    def __init__(self, path, device, threads, precision):
+    def __init__(self, path, device, threads, precision, extra=None):
         import openvino as ov
         core = ov.Core()
         # OpenVINO picks bf16 by itself on CPUs with AVX512-BF16; an fp32 engine should compute in f32.
-        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision, **(extra or {})}
         try:
             self.compiled = core.compile_model(str(path), device, config)
         except Exception as e:  # noqa: BLE001
@@ -72,9 +72,10 @@ class Engine:
 
     @classmethod
     def load(cls, path, backend: str = "auto", providers=None, device: str = "CPU", threads: int = 2,
-             verify: bool = True, precision: str = "f32") -> "Engine":
+             verify: bool = True, precision: str = "f32", openvino_config: dict | None = None) -> "Engine":
         """``backend``: auto | onnxruntime | openvino. ``providers``: ONNX Runtime execution providers.
-        ``device``: OpenVINO device (CPU, GPU, NPU). ``precision``: OpenVINO's float precision (f32, bf16)."""
+        ``device``: OpenVINO device (CPU, GPU, NPU). ``precision``: OpenVINO's float precision (f32, bf16).
+        ``openvino_config``: more OpenVINO properties, e.g. {"PERFORMANCE_HINT": "LATENCY"}."""
         folder = Path(path)
         meta = read_meta(folder, verify=verify)
         backend = _pick_backend(backend)
@@ -83,7 +84,7 @@ class Engine:
         else:
             if providers:
                 raise EngineError("providers are ONNX Runtime's; for OpenVINO choose device= (CPU, GPU, NPU)")
-            runners = [_OvRunner(folder / g, device, threads, precision) for g in (TEXT_GRAPH, SEG_GRAPH)]
+            runners = [_OvRunner(folder / g, device, threads, precision, openvino_config) for g in (TEXT_GRAPH, SEG_GRAPH)]
         from transformers import BertTokenizerFast
         try:
             tok = BertTokenizerFast.from_pretrained(str(folder))

@@ -1,0 +1,54 @@
+"""segment() back to back against segment() paced like a camera, under several runtime settings.
+
+    .venv/bin/python benchmarks/paced_segment.py --engine runs/eng/w8a8 [--hz 30] [--runs 150] [--json out.json]
+
+A node serving a 30 Hz camera calls the engine every 33 ms; between calls the runtime's threads sleep and
+the caches cool. This shows how much that costs on this machine, and whether a runtime setting avoids it.
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+SETTINGS = [("openvino", "default", {}), ("openvino", "PERFORMANCE_HINT=LATENCY", {"PERFORMANCE_HINT": "LATENCY"}),
+            ("openvino", "ENABLE_CPU_PINNING", {"ENABLE_CPU_PINNING": True}), ("onnxruntime", "default", None)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--engine", required=True)
+    ap.add_argument("--hz", type=float, default=30.0)
+    ap.add_argument("--runs", type=int, default=150)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    from ptq4ris_core.data import SceneGenerator
+    from ptq4ris_core.engine import Engine
+    s = SceneGenerator(640, 480).sample("test", 9_500)
+
+    def timed(eng, n, hz=None):
+        times, t0 = [], time.perf_counter()
+        for i in range(n):
+            if hz:
+                time.sleep(max(0.0, t0 + i / hz - time.perf_counter()))
+            t = time.perf_counter()
+            eng.segment(s.image, s.text)
+            times.append((time.perf_counter() - t) * 1000)
+        return float(np.median(times))
+
+    rows = []
+    for backend, name, config in SETTINGS:
+        kw = {"openvino_config": config} if backend == "openvino" else {}
+        eng = Engine.load(a.engine, backend=backend, threads=a.threads, **kw)
+        timed(eng, 20)
+        b2b, paced = timed(eng, a.runs), timed(eng, a.runs, a.hz)
+        rows.append({"backend": backend, "setting": name, "back_to_back_p50_ms": b2b, "paced_p50_ms": paced})
+        print(f"{backend:12s} {name:26s} back to back {b2b:6.2f} ms   paced at {a.hz:g} Hz {paced:6.2f} ms", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"engine": a.engine, "hz": a.hz, "runs": a.runs, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
