@@ -85,8 +85,8 @@ def camera(args):
         m.data = frames[i % 30].tobytes()
         sent[stamp] = m.header.frame_id
         image_pub.publish(m)
-        if i == 100:
-            rss["frame_100"] = node_rss_mb(args.node_pid)
+        if i == min(100, args.frames // 2):  # after warm-up: frame 100 (or half of a short run)
+            rss[f"frame_{i}"] = node_rss_mb(args.node_pid)
     t_end = time.monotonic()
     time.sleep(1.0)
     rss["end"] = node_rss_mb(args.node_pid)
@@ -127,19 +127,9 @@ def main():
     s = SceneGenerator(640, 480).sample("test", 9_500)
     for _ in range(20):
         eng.segment(s.image, s.text)
-    def timed(n, hz=None):
-        """segment() times: back to back, or paced like a camera (the runtime's threads idle in between)."""
-        times, t0 = [], time.perf_counter()
-        for i in range(n):
-            if hz:
-                time.sleep(max(0.0, t0 + i / hz - time.perf_counter()))
-            t = time.perf_counter()
-            eng.segment(s.image, s.text)
-            times.append((time.perf_counter() - t) * 1000)
-        return float(np.median(times))
-
-    ref = timed(200)
-    paced = timed(200, a.hz)
+    from paced_segment import segment_p50  # this folder's own helper
+    ref = segment_p50(eng, s.image, s.text, 200)
+    paced = segment_p50(eng, s.image, s.text, 200, a.hz)
     backend = eng.backend
     del eng
     env = {k: v for k, v in os.environ.items() if not k.startswith("_ROS_WHEELS")}
@@ -163,7 +153,8 @@ def main():
     res["rate_ratio"] = cam["output_hz"] / min(a.hz, 1000 / ref)  # the node can at best match the camera
     res["latency_ratio"] = cam["node_latency_ms"]["p50"] / ref
     res["latency_ratio_paced"] = cam["node_latency_ms"]["p50"] / paced  # ROS's own share at the camera's pace
-    res["rss_growth"] = cam["rss_mb"]["end"] / cam["rss_mb"]["frame_100"] - 1
+    warm = next(v for k, v in cam["rss_mb"].items() if k.startswith("frame_"))
+    res["rss_growth"] = cam["rss_mb"]["end"] / warm - 1
     print(json.dumps(res, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1) + "\n")

@@ -16,6 +16,18 @@ SETTINGS = [("openvino", "default", {}), ("openvino", "PERFORMANCE_HINT=LATENCY"
             ("openvino", "ENABLE_CPU_PINNING", {"ENABLE_CPU_PINNING": True}), ("onnxruntime", "default", None)]
 
 
+def segment_p50(eng, image, text, n: int, hz: float | None = None) -> float:
+    """segment() p50 in ms over n calls: back to back, or paced at hz like a camera."""
+    times, t0 = [], time.perf_counter()
+    for i in range(n):
+        if hz:
+            time.sleep(max(0.0, t0 + i / hz - time.perf_counter()))
+        t = time.perf_counter()
+        eng.segment(image, text)
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.median(times))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engine", required=True)
@@ -28,22 +40,12 @@ def main():
     from ptq4ris_core.engine import Engine
     s = SceneGenerator(640, 480).sample("test", 9_500)
 
-    def timed(eng, n, hz=None):
-        times, t0 = [], time.perf_counter()
-        for i in range(n):
-            if hz:
-                time.sleep(max(0.0, t0 + i / hz - time.perf_counter()))
-            t = time.perf_counter()
-            eng.segment(s.image, s.text)
-            times.append((time.perf_counter() - t) * 1000)
-        return float(np.median(times))
-
     rows = []
     for backend, name, config in SETTINGS:
         kw = {"openvino_config": config} if backend == "openvino" else {}
         eng = Engine.load(a.engine, backend=backend, threads=a.threads, **kw)
-        timed(eng, 20)
-        b2b, paced = timed(eng, a.runs), timed(eng, a.runs, a.hz)
+        segment_p50(eng, s.image, s.text, 20)
+        b2b, paced = segment_p50(eng, s.image, s.text, a.runs), segment_p50(eng, s.image, s.text, a.runs, a.hz)
         rows.append({"backend": backend, "setting": name, "back_to_back_p50_ms": b2b, "paced_p50_ms": paced})
         print(f"{backend:12s} {name:26s} back to back {b2b:6.2f} ms   paced at {a.hz:g} Hz {paced:6.2f} ms", flush=True)
     if a.json:
