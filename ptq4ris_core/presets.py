@@ -13,12 +13,23 @@ from .errors import InputError
 PRESET_DIR = Path(__file__).resolve().parent.parent / "calibration"
 
 
+def option_value(v):
+    """Option values as the CLI and YAML spell them: 'true'/'false'/'none' become Python values."""
+    return {"true": True, "false": False, "none": None}.get(v.lower(), v) if isinstance(v, str) else v
+
+
 def parse_option(kv: str):
-    """'rorq=element' → ('rorq', 'element'); true/false/none become Python values."""
+    """'rorq=element' → ('rorq', 'element')."""
     if "=" not in kv:
         raise InputError(f"option {kv!r} is not KEY=VALUE (e.g. rorq=element, drq=false)")
     k, v = kv.split("=", 1)
-    return k, {"true": True, "false": False, "none": None}.get(v.lower(), v)
+    return k, option_value(v)
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict]:
+    """'ptq4ris:rorq=element,drq=false' → ('ptq4ris', {'rorq': 'element', 'drq': False})."""
+    name, _, opts = spec.partition(":")
+    return name, dict(parse_option(kv) for kv in opts.split(",") if kv)
 
 
 def load_preset(path) -> dict:
@@ -54,7 +65,7 @@ def resolve(preset: dict | None = None, method: str | None = None, bits: str | N
     if not bits:
         raise InputError("give --bits WxAy (e.g. W8A8) or --preset calibration/W8A8.yaml")
     w, a = parse_bits(bits)
-    opts = dict(preset.get("options") or {}) if name == preset.get("method") else {}
+    opts = {k: option_value(v) for k, v in (preset.get("options") or {}).items()} if name == preset.get("method") else {}
     opts.update(dict(parse_option(kv) for kv in options))
     cal = preset.get("calibration", {})
     try:

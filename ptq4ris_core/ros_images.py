@@ -42,7 +42,7 @@ def _as_bytes(data) -> np.ndarray:
     """A uint8 view of a message's data without copying (rclpy gives array.array, rosbags ndarray)."""
     try:
         return np.frombuffer(data, np.uint8)
-    except (TypeError, ValueError):  # a plain list of ints, or a multi-byte array
+    except TypeError:  # no buffer (a plain list of ints)
         return np.frombuffer(bytes(data), np.uint8)
 
 
@@ -75,5 +75,7 @@ def fill_image(msg, header, pixels: np.ndarray, encoding: str):
     msg.step = int(pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1))
     # array.array is rclpy's own type for uint8[]: taken as is, even with ROS_PYTHON_CHECK_FIELDS=1
     # (bytes would then be checked element by element in Python).
-    msg.data = array.array("B", np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
+    data = array.array("B")
+    data.frombytes(np.ascontiguousarray(pixels, dtype=np.uint8).data)  # one copy, straight from the buffer
+    msg.data = data
     return msg

@@ -9,7 +9,7 @@ from .calib.calibrate import CalibrationSet, calibrate
 from .config import parse_bits
 from .evaluate import evaluate_model
 from .methods import get_method
-from .presets import parse_option
+from .presets import parse_method_spec
 
 COLUMNS = ("mIoU", "oIoU", "prec@0.5", "prec@0.9")
 
@@ -28,17 +28,16 @@ def method_table(fp_model, methods: list[str], bits: list[str], limit: int = 100
     for b in bits:
         w, a = parse_bits(b)
         for name in methods:
-            spec = name.split(":")  # "ptq4ris:rorq=element,drq=false" for ablations
-            options = dict(parse_option(kv) for kv in spec[1].split(",")) if len(spec) > 1 else {}
-            model, report = calibrate(fp_model, get_method(spec[0], **options), w, a,
+            method, options = parse_method_spec(name)  # "ptq4ris:rorq=element,drq=false" for ablations
+            model, report = calibrate(fp_model, get_method(method, **options), w, a,
                                       CalibrationSet(calib_n, seed), progress=progress)
             rows.append({"method": name, "bits": b.upper(),
                          **_scores(evaluate_model(model, "test", limit, progress=progress)),
                          "calib_s": report["seconds"]})
-            if save_dir is not None or spec[0] in deploy:
+            if save_dir is not None or method in deploy:
                 rows[-1]["deployed"] = _save_and_deploy(model, report, cells, base,
                                                         f"{name.replace(':', '_').replace(',', '_')}_{b.upper()}",
-                                                        spec[0] in deploy, backends, limit, progress)
+                                                        method in deploy, backends, limit, progress)
             if on_cell:
                 on_cell(rows[-1])
             if out:

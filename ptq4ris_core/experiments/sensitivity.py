@@ -25,10 +25,9 @@ def sensitivity(fp_model, method: str, bits: str, parts: dict = PARTS, limit: in
     from ..config import parse_bits
     from ..evaluate import evaluate_model
     from ..methods import get_method
-    from ..presets import parse_option
+    from ..presets import parse_method_spec
 
-    name, _, opts = method.partition(":")
-    options = dict(parse_option(kv) for kv in opts.split(",") if kv)
+    name, options = parse_method_spec(method)
     w, a = parse_bits(bits)
     keep_float = [tuple(o) for o in fp_model.quant_layout().get("float", [])]  # stays float in every run
     runs = [("none (all at " + bits.upper() + ")", [])] + [

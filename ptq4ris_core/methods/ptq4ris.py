@@ -30,8 +30,6 @@ class PTQ4RIS(Method):
     rounds = 3
 
     def __post_init__(self):
-        if isinstance(self.rorq, str) and self.rorq.lower() == "none":  # as YAML presets and the CLI spell it
-            self.rorq = None
         if self.drq not in DRQ_VARIANTS:
             raise ValueError(f"drq must be one of {DRQ_VARIANTS}, got {self.drq!r}")
         if self.rorq not in RORQ_VARIANTS:
