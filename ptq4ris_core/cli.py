@@ -17,9 +17,13 @@ def cmd_train(a):
     from .models import RISConfig
     from .train import train
     cfg = RISConfig(image_size=a.image_size, embed_dim=a.embed_dim)
+    if a.init:
+        from .models import load_model
+        cfg = load_model(a.init).cfg
     command = "ptq4ris " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     path = train(Path(a.out), cfg, a.steps, a.batch, a.lr, warmup=a.warmup, val_every=a.val_every,
-                 val_n=a.val_n, seed=a.seed, bf16=not a.fp32, workers=a.workers, command=command)
+                 val_n=a.val_n, seed=a.seed, bf16=not a.fp32, workers=a.workers, command=command,
+                 init=a.init, text_lr=a.text_lr)
     print(f"weights: {path}")
 
 
@@ -289,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--workers", type=int, default=1, help="scene-generating worker processes")
     t.add_argument("--fp32", action="store_true", help="train in fp32 (default: bf16 autocast, ~3.6x faster here)")
+    t.add_argument("--init", help="start from these weights ('default' or a .safetensors file; their config wins "
+                   "over --image-size/--embed-dim) instead of from scratch")
+    t.add_argument("--text-lr", type=float, help="fine-tune the MiniLM text encoder with this peak learning rate "
+                   "(e.g. 3e-5; default: frozen). Its weights are then saved too (45 MB more)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="score a model on generated scenes (mIoU, oIoU, prec@X, by kind)",
@@ -333,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     tb = sub.add_parser("table", help="compare methods x bit settings on the same test scenes, in one run",
                         description="Calibrate and evaluate every method at every bit setting; FP32 first. "
                         "Writes OUT.md and OUT.json when --out is given. A method may carry options: "
-                        "'ptq4ris:rorq=element,drq=false'.")
+                        "'ptq4ris:rorq=element,drq=false', or take those of the shipped preset of each bit "
+                        "setting: 'ptq4ris@preset' (calibration/WxAy.yaml; the pair count stays --calib).")
     tb.add_argument("--model", default="default")
     tb.add_argument("--methods", default="rtn,ptq4vit,repqvit,ptq4ris")
     tb.add_argument("--bits", default="W8A8,W6A6,W4A8,W4A4")

@@ -32,6 +32,19 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
     return name, dict(parse_option(kv) for kv in opts.split(",") if kv)
 
 
+def cell_method(spec: str, bits: str) -> tuple[str, dict]:
+    """A table cell's method: 'ptq4ris:rorq=element' as written, or 'ptq4ris@preset': the options of
+    the shipped preset for these bits (calibration/W4A4.yaml for W4A4), i.e. the method as we ship it."""
+    if not spec.endswith("@preset"):
+        return parse_method_spec(spec)
+    name = spec[: -len("@preset")]
+    path = PRESET_DIR / f"{bits.upper()}.yaml"
+    preset = load_preset(path)
+    if preset.get("method") != name:
+        raise InputError(f"{path} is a preset for method {preset.get('method')!r}, not {name!r}")
+    return name, {k: option_value(v) for k, v in (preset.get("options") or {}).items()}
+
+
 def load_preset(path) -> dict:
     import yaml
     p = Path(path)

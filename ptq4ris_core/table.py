@@ -9,7 +9,7 @@ from .calib.calibrate import CalibrationSet, calibrate
 from .config import parse_bits
 from .evaluate import evaluate_model
 from .methods import get_method
-from .presets import parse_method_spec
+from .presets import cell_method
 
 COLUMNS = ("mIoU", "oIoU", "prec@0.5", "prec@0.9")
 
@@ -28,7 +28,7 @@ def method_table(fp_model, methods: list[str], bits: list[str], limit: int = 100
     for b in bits:
         w, a = parse_bits(b)
         for name in methods:
-            method, options = parse_method_spec(name)  # "ptq4ris:rorq=element,drq=false" for ablations
+            method, options = cell_method(name, b)  # "ptq4ris:rorq=element,drq=false", "ptq4ris@preset"
             model, report = calibrate(fp_model, get_method(method, **options), w, a,
                                       CalibrationSet(calib_n, seed), progress=progress)
             rows.append({"method": name, "bits": b.upper(),
@@ -36,7 +36,7 @@ def method_table(fp_model, methods: list[str], bits: list[str], limit: int = 100
                          "calib_s": report["seconds"]})
             if save_dir is not None or method in deploy:
                 rows[-1]["deployed"] = _save_and_deploy(model, report, cells, base,
-                                                        f"{name.replace(':', '_').replace(',', '_')}_{b.upper()}",
+                                                        f"{name.replace(':', '_').replace(',', '_').replace('@', '_')}_{b.upper()}",
                                                         method in deploy, backends, limit, progress)
             if on_cell:
                 on_cell(rows[-1])

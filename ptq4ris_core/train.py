@@ -9,6 +9,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from .data.torch_dataset import SceneDataset, collate
 from .evaluate import evaluate_model
-from .models import Preprocessor, RISConfig, build_model, save_model
+from .models import Preprocessor, RISConfig, build_model, load_model, save_model
 
 
 def ris_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -56,24 +57,36 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 
 def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e-3, weight_decay: float = 0.05,
           warmup: int = 500, val_every: int = 1000, val_n: int = 256, seed: int = 0, bf16: bool = True,
-          workers: int = 1, command: str = "") -> Path:
+          workers: int = 1, command: str = "", init: str | None = None, text_lr: float | None = None) -> Path:
+    """``init``: start from these weights (a model name or path) instead of from scratch. ``text_lr``:
+    fine-tune the MiniLM text encoder with this peak learning rate (same schedule); frozen when None."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
+    if text_lr is not None:
+        cfg = replace(cfg, freeze_text=False)
     model = build_model(cfg)
     pre = Preprocessor(cfg)
-    params = [p for n, p in model.named_parameters() if not (cfg.freeze_text and n.startswith("text_encoder."))]
+    is_text = lambda n: n.startswith("text_encoder.")  # noqa: E731
     for n, p in model.named_parameters():
-        p.requires_grad_(not (cfg.freeze_text and n.startswith("text_encoder.")))
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        p.requires_grad_(not (cfg.freeze_text and is_text(n)))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    names = [n for n, _ in named]
+    params = [p for _, p in named]
+    groups = [{"params": [p for n, p in named if not is_text(n)], "peak": lr}]
+    if text_lr is not None:
+        groups.append({"params": [p for n, p in named if is_text(n)], "peak": text_lr})
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     ckpt, log_path = out / "checkpoint.pt", out / "log.jsonl"
     start = 0
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=True)
-        names = [n for n, _ in model.named_parameters() if not (cfg.freeze_text and n.startswith("text_encoder."))]
         model.load_state_dict({k: v for k, v in state["model"].items() if k in model.state_dict()}, strict=False)
         opt.load_state_dict(_remap_optimizer_state(state, names, set(model.state_dict())))
         start = state["step"]
         print(f"resuming from step {start}", file=sys.stderr)
+    elif init is not None:
+        model.load_state_dict(load_model(init).state_dict())
+        print(f"starting from the weights of {init}", file=sys.stderr)
     data = SceneDataset("train", (steps - start) * batch, cfg.image_size, seed=seed, offset=start * batch)
     loader = DataLoader(data, batch_size=batch, num_workers=workers, collate_fn=collate, persistent_workers=workers > 0)
     model.train()
@@ -82,7 +95,7 @@ def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e
     step = start
     for b in bar:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr, warmup)
+            g["lr"] = lr_at(step, steps, g.get("peak", lr), warmup)
         ids, m = pre.texts(b["text"])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(pre.images(b["image"]), ids, m)
@@ -107,9 +120,10 @@ def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e
                                     "val_by_kind": {k: v["mIoU"] for k, v in val.get("by_kind", {}).items()}}) + "\n")
             bar.write(f"step {step}: val mIoU {val['mIoU']:.4f} oIoU {val['oIoU']:.4f} "
                       + " ".join(f"{k}={v['mIoU']:.3f}" for k, v in val.get("by_kind", {}).items()))
-            torch.save({"model": {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.")},
+            torch.save({"model": {k: v for k, v in model.state_dict().items() if not (cfg.freeze_text and is_text(k))},
                         "opt": opt.state_dict(), "step": step}, ckpt)
             save_model(model, out / "model.safetensors",
                        {"command": command, "step": step, "total_steps": steps, "batch": batch, "lr": lr,
+                        "text_lr": text_lr, "init": init,
                         "seed": seed, "val": {"n": val_n, "mIoU": val["mIoU"], "oIoU": val["oIoU"]}})
     return out / "model.safetensors"

@@ -144,6 +144,18 @@ def test_ptq4ris_options_choose_the_quantizers_they_name():
     assert kinds(fa, "fusion", "linear", "generic")["input_quantizer"] == "uniform"  # only the attention changes
     assert get_method("ptq4ris", text_metric="hessian").metric_for(LayerInfo("x", None, "linear", "post_ln", 0,
                                                                              "text")) == "hessian"
+    # The word projections read BERT's output: RORQ there only when asked; the other fusion and decoder
+    # inputs get channel groups (split GEMM) only when asked; attention operands never.
+    assert kinds(full, "fusion", "linear", "post_ln")["input_quantizer"] == "uniform"
+    words = get_method("ptq4ris", rorq="element", rorq_words=True)
+    assert kinds(words, "fusion", "linear", "post_ln")["input_quantizer"] == "rorq_element"
+    assert kinds(words, "fusion", "linear", "generic")["input_quantizer"] == "uniform"
+    split = get_method("ptq4ris", split_groups=True)
+    conv = split.quantizers_for(LayerInfo("x", None, "conv", "generic", 0, "decoder"), s)["input_quantizer"]
+    assert conv.kind == "rorq_channel_split" and conv.axis == 1
+    assert kinds(split, "fusion", "linear", "post_gelu")["input_quantizer"] == "rorq_channel_split"
+    assert kinds(split, "fusion", "matmul", "post_softmax")["a_quantizer"] == "uniform"
+    assert kinds(split, "vision", "linear", "generic")["input_quantizer"] == "uniform"
     for bad in ({"drq": "both"}, {"rorq": "rows"}, {"text_metric": "l3"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             get_method("ptq4ris", **bad)
@@ -159,3 +171,39 @@ def test_every_shipped_preset_resolves_to_its_bits_and_a_valid_method(bits):
                                                                   for k, v in preset["options"].items()}}
     # YAML's 'none' means no RORQ, as on the CLI
     assert resolve({"method": "ptq4ris", "bits": bits, "options": {"rorq": "none"}}).method.rorq is None
+
+
+def test_bias_correction_removes_the_mean_output_error_and_survives_save_load():
+    from ptq4ris_core.calib.search import calibrate_layer, correct_bias, layer_forward
+    from ptq4ris_core.methods.base import uniform, weight_q
+    from ptq4ris_core.nn import QuantConv2d, QuantLinear
+    torch.manual_seed(0)
+    for mod, x in ((QuantLinear(torch.nn.Linear(16, 8, bias=False)), torch.randn(64, 5, 16) + 0.5),
+                   (QuantConv2d(torch.nn.Conv2d(4, 6, 3, padding=1)), torch.randn(8, 4, 7, 7) + 0.5)):
+        mod.weight_quantizer, mod.input_quantizer = weight_q(3, "minmax"), uniform(3, "minmax")
+        fp_out = calibrate_layer(mod, [x], None, "mse", 1)
+        ch = 1 if isinstance(mod, QuantConv2d) else -1
+        dims = [d for d in range(fp_out.dim()) if d != ch % fp_out.dim()]
+        before = (fp_out - layer_forward(mod, [x], True)).mean(dims)
+        correct_bias(mod, [x], fp_out)
+        after = (fp_out - layer_forward(mod, [x], True)).mean(dims)
+        assert before.abs().max() > 1e-3 and after.abs().max() < 1e-5
+        # the corrected bias (created where the layer had none) loads into a fresh wrapper
+        fresh = type(mod)(torch.nn.Linear(16, 8, bias=False) if isinstance(mod, QuantLinear)
+                          else torch.nn.Conv2d(4, 6, 3, padding=1))
+        fresh.weight_quantizer, fresh.input_quantizer = weight_q(3, "minmax"), uniform(3, "minmax")
+        fresh.load_state_dict(mod.state_dict())
+        assert torch.equal(fresh(x), mod(x))
+    # PTQ4RIS corrects image layers only: token sequences are mostly padding
+    from ptq4ris_core.calib.roles import LayerInfo
+    m = get_method("ptq4ris", bias_correction=True)
+    lin = QuantLinear(torch.nn.Linear(16, 8))
+    lin.weight_quantizer = weight_q(3, "minmax")
+    x = torch.randn(4, 16) + 1
+    fp_out = calibrate_layer(lin, [x], None, "mse", 1)
+    bias = lin.bias.detach().clone()
+    for domain, role in (("text", "generic"), ("fusion", "post_ln")):
+        m.finish(LayerInfo("x", lin, "linear", role, 0, domain), [x], fp_out)
+        assert torch.equal(lin.bias, bias)
+    m.finish(LayerInfo("x", lin, "linear", "generic", 0, "fusion"), [x], fp_out)
+    assert not torch.equal(lin.bias, bias)

@@ -131,3 +131,15 @@ def test_table_methods_keep_their_options():
     assert split_methods("rtn,ptq4ris:rorq=element,drq=false,ptq4vit") == [
         "rtn", "ptq4ris:rorq=element,drq=false", "ptq4vit"]
     assert split_methods("ptq4ris:drq=false,ptq4ris:rorq=none") == ["ptq4ris:drq=false", "ptq4ris:rorq=none"]
+    from ptq4ris_core.errors import InputError
+    from ptq4ris_core.presets import PRESET_DIR, cell_method, load_preset, option_value
+    # 'ptq4ris@preset': each bit setting takes the options of its shipped preset
+    for bits in ("W8A8", "W4A4"):
+        want = {k: option_value(v) for k, v in load_preset(PRESET_DIR / f"{bits}.yaml")["options"].items()}
+        assert cell_method("ptq4ris@preset", bits) == ("ptq4ris", want)
+    assert cell_method("ptq4ris@preset", "W4A4") != cell_method("ptq4ris@preset", "W8A8")
+    assert cell_method("ptq4ris:drq=false", "W4A4") == ("ptq4ris", {"drq": False})
+    with pytest.raises(InputError, match="not 'rtn'"):
+        cell_method("rtn@preset", "W8A8")
+    with pytest.raises(InputError, match="not found"):
+        cell_method("ptq4ris@preset", "W3A5")

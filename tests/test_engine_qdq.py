@@ -20,7 +20,7 @@ from ptq4ris_core.methods import get_method
 from ptq4ris_core.models import Preprocessor
 from ptq4ris_core.nn import QuantConv2d, QuantLinear
 from ptq4ris_core.quant.functional import GELU_MIN
-from ptq4ris_core.quant.quantizers import DualRegionGeluQuantizer, ElementGroupQuantizer
+from ptq4ris_core.quant.quantizers import ChannelGroupQuantizer, DualRegionGeluQuantizer, ElementGroupQuantizer
 
 HAS_OV = importlib.util.find_spec("openvino") is not None
 
@@ -132,7 +132,12 @@ def test_uniform_stand_ins_cover_the_quantizers_range():
                                             torch.tensor([128.0, 128.0]))
     u, how = uniform_stand_in(e)
     span = float((255 - u.zero_point) * u.scale - (0 - u.zero_point) * u.scale)
-    assert "RORQ" in how and span == pytest.approx(100, rel=0.02)
+    assert "rorq_element" in how and span == pytest.approx(100, rel=0.02)
+    c = ChannelGroupQuantizer(8, axis=1).set_groups(torch.tensor([0, 1, 0]), torch.tensor([2 / 255, 60 / 255, 2 / 255]),
+                                                    torch.tensor([128.0, 128.0, 128.0]))
+    u, how = uniform_stand_in(c)
+    span = float((255 - u.zero_point) * u.scale - (0 - u.zero_point) * u.scale)
+    assert "rorq_channel_split" in how and u.axis is None and span == pytest.approx(60, rel=0.02)
     assert uniform_stand_in(None) == (None, "float")
 
 

@@ -151,6 +151,33 @@ def test_rorq_channel_groups_put_outlier_channels_apart():
     assert (groups == 0).sum() == 62
 
 
+def test_channel_group_split_quantizer_matches_per_group_formula_and_search_keeps_groups():
+    from ptq4ris_core.calib.search import init_from_stats, search_one
+    from ptq4ris_core.quant.quantizers import ChannelGroupQuantizer
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 32, 6, 6, generator=g)  # conv input: channels on axis 1
+    x[:, 3] *= 80  # one source with a much wider range (as a concatenation in the decoder)
+    q = ChannelGroupQuantizer(4, axis=1)
+    init_from_stats(q, x)
+    assert q.groups[3] > 0 and (q.groups == 0).sum() == 31
+    bulk = [c for c in range(32) if c != 3]
+    # Each group: one asymmetric min-max scale over its channels, the uniform formula per element.
+    s0, z0 = Fq.minmax_params(x[:, bulk].min(), x[:, bulk].max(), 4, False)
+    expect = Fq.fake_quant(x[:, bulk], s0, z0, 0, 15)
+    assert torch.allclose(q(x)[:, bulk], expect)
+    s3, z3 = Fq.minmax_params(x[:, 3].min(), x[:, 3].max(), 4, False)
+    assert torch.allclose(q(x)[:, 3], Fq.fake_quant(x[:, 3], s3, z3, 0, 15))
+    # The bulk keeps a step 80x finer than one per-tensor scale would give it.
+    assert float(s0) * 20 < float(Fq.minmax_params(x.min(), x.max(), 4, False)[0])
+    err0 = float(((q(x) - x) ** 2).mean())
+    groups = q.groups.clone()
+    search_one(q, x, lambda: ((q(x) - x) ** 2).mean(), "grid")
+    assert torch.equal(q.groups, groups) and float(((q(x) - x) ** 2).mean()) <= err0 + 1e-9
+    q2 = ChannelGroupQuantizer(4, axis=1)
+    q2.load_state_dict(q.state_dict())
+    assert torch.equal(q2(x), q(x)) and torch.equal(q2.groups, q.groups)
+
+
 def test_quantizer_state_survives_save_and_load():
     q = UniformQuantizer(8, axis=0).set_params(torch.tensor([0.1, 0.2, 0.3]), torch.tensor([1.0, 2.0, 3.0]))
     q2 = UniformQuantizer(8, axis=0)

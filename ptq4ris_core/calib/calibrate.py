@@ -99,7 +99,8 @@ def calibrate_layers(infos: dict, method, batches, run, grads: dict | None = Non
             continue
         inputs = capture_inputs(info.module, batches, run)
         method.prepare(info, inputs, info.setting)
-        calibrate_layer(info.module, inputs, grads.pop(info.name, None), method.metric_for(info), method.rounds)
+        fp_out = calibrate_layer(info.module, inputs, grads.pop(info.name, None), method.metric_for(info), method.rounds)
+        method.finish(info, inputs, fp_out)
 
 
 def _pseudo_label_loss(model, batch):

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from ..nn import QuantConv2d, QuantLinear, QuantMatMul
 from ..quant import functional as Fq
 from ..quant.observers import channel_groups, channel_minmax, magnitude_groups, quantile, tensor_minmax
-from ..quant.quantizers import (DualRegionGeluQuantizer, DualRegionSoftmaxQuantizer, ElementGroupQuantizer,
-                                LogQuantizer, UniformQuantizer)
+from ..quant.quantizers import (ChannelGroupQuantizer, DualRegionGeluQuantizer, DualRegionSoftmaxQuantizer,
+                                ElementGroupQuantizer, LogQuantizer, UniformQuantizer)
 from .metrics import get_metric
 
 ALPHAS = torch.linspace(0.05, 1.2, 48)  # fractions of the observed range tried by the grid search
@@ -53,7 +53,9 @@ def _subsample(inputs, out, grad, max_rows, seed=0):
 
 def init_from_stats(q, x: torch.Tensor):
     """Min-max (or rule-based) parameters for ``q`` from the tensor ``x`` it will see."""
-    if isinstance(q, UniformQuantizer):
+    if isinstance(q, ChannelGroupQuantizer):
+        q.set_groups(*_group_params(x, q.bits, q.axis))
+    elif isinstance(q, UniformQuantizer):
         if q.axis is None:
             lo, hi = tensor_minmax(x)
         else:
@@ -78,20 +80,27 @@ def init_from_stats(q, x: torch.Tensor):
         raise TypeError(f"no initialiser for {type(q).__name__}")
 
 
-def channel_group_params(x: torch.Tensor, bits: int, axis: int = -1):
-    """RORQ's reorder variant: channels sorted by range, grouped, one asymmetric scale per group.
+def channel_group_params(x: torch.Tensor, bits: int, axis: int = -1, groups=None, alpha: float = 1.0):
+    """RORQ's reorder variant: channels sorted by range, grouped, one asymmetric scale per group
+    (each group's range scaled by ``alpha``; ``groups`` given to keep them fixed during a search).
 
     Returns per-channel (scale, zero_point) that are shared within each group, and the groups.
     """
     lo, hi = channel_minmax(x, axis)
-    groups = channel_groups(lo, hi)
+    if groups is None:
+        groups = channel_groups(lo, hi)
     scale = torch.empty_like(lo)
     zp = torch.empty_like(lo)
     for g in groups.unique():
         sel = groups == g
-        s, z = Fq.minmax_params(lo[sel].min(), hi[sel].max(), bits, symmetric=False)
+        s, z = Fq.minmax_params(lo[sel].min() * alpha, hi[sel].max() * alpha, bits, symmetric=False)
         scale[sel], zp[sel] = s, z
     return scale, zp, groups
+
+
+def _group_params(x, bits, axis, groups=None, alpha=1.0):
+    scale, zp, groups = channel_group_params(x, bits, axis, groups, alpha)
+    return groups, scale, zp
 
 
 # --- searches -----------------------------------------------------------------------------------
@@ -112,6 +121,13 @@ def _grid_uniform(q: UniformQuantizer, x, score):
     lo, hi = (tensor_minmax(x) if q.axis is None else channel_minmax(x, q.axis))
     params = [Fq.minmax_params(lo * a, hi * a, q.bits, q.symmetric) for a in ALPHAS]
     _pick_best(params, lambda p: q.set_params(*p), score)
+
+
+def _grid_channel_groups(q: ChannelGroupQuantizer, x, score):
+    """One α for every group's range (the groups stay as the rule set them)."""
+    groups = q.groups
+    params = [_group_params(x, q.bits, q.axis, groups, float(a)) for a in ALPHAS]
+    _pick_best(params, lambda p: q.set_groups(*p), score)
 
 
 def _grid_weight_per_channel(q: UniformQuantizer, w, score_per_channel):
@@ -162,6 +178,8 @@ def search_one(q, x, score, strategy: str, score_per_channel=None):
         return _quantile_clip(q, x)
     if strategy != "grid":
         raise ValueError(f"unknown strategy {strategy!r}")
+    if isinstance(q, ChannelGroupQuantizer):
+        return _grid_channel_groups(q, x, score)
     if isinstance(q, UniformQuantizer):
         if q.axis == 0 and score_per_channel is not None:
             return _grid_weight_per_channel(q, x, score_per_channel)
@@ -208,3 +226,15 @@ def calibrate_layer(mod, inputs: list, grad: torch.Tensor | None, metric: str = 
             search_one(q, operands[slot], score, strategy,
                        score_per_channel if slot == "weight_quantizer" else None)
     return fp_out
+
+
+@torch.no_grad()
+def correct_bias(mod, inputs: list, fp_out: torch.Tensor):
+    """Bias correction (as in data-free quantization): the quantized layer's mean output error per
+    output channel, measured on its calibration inputs, goes into its bias. Linear and Conv only."""
+    from ..nn.wrappers import add_to_bias
+    if not isinstance(mod, (QuantLinear, QuantConv2d)) or mod.weight_quantizer is None:
+        return
+    err = fp_out - layer_forward(mod, inputs, True)
+    ch = 1 if isinstance(mod, QuantConv2d) else err.dim() - 1
+    add_to_bias(mod, err.mean(dim=[d for d in range(err.dim()) if d != ch]))

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..nn import QuantConv2d, QuantLinear, QuantMatMul
 from ..quant.functional import GELU_MIN, qrange
-from ..quant.quantizers import DualRegionGeluQuantizer, ElementGroupQuantizer, UniformQuantizer
+from ..quant.quantizers import ChannelGroupQuantizer, DualRegionGeluQuantizer, ElementGroupQuantizer, UniformQuantizer
 
 OUTPUT_BITS = 8  # conv outputs (QLinearConv)
 
@@ -68,11 +68,12 @@ def uniform_stand_in(q, symmetric: bool = False) -> tuple[UniformQuantizer | Non
     if isinstance(q, DualRegionGeluQuantizer):
         hi = (2 ** (q.bits - 1) - 1) * float(q.delta_pos)
         return _uniform_over(GELU_MIN, hi, q.bits, symmetric), "uniform stand-in for DRQ-GELU over its range"
-    if isinstance(q, ElementGroupQuantizer):
+    if isinstance(q, (ElementGroupQuantizer, ChannelGroupQuantizer)):
         qmin, qmax = qrange(q.bits, False)
-        lo = float(((qmin - q.zero_points) * q.scales).min())
-        hi = float(((qmax - q.zero_points) * q.scales).max())
-        return _uniform_over(lo, hi, q.bits, symmetric), "uniform stand-in for RORQ element groups over their range"
+        scales, zps = (q.scales, q.zero_points) if isinstance(q, ElementGroupQuantizer) else (q.scale, q.zero_point)
+        lo = float(((qmin - zps) * scales).min())
+        hi = float(((qmax - zps) * scales).max())
+        return _uniform_over(lo, hi, q.bits, symmetric), f"uniform stand-in for {q.kind} groups over their range"
     return None, f"{q.kind} input quantizer has no integer form here: runs float"
 
 

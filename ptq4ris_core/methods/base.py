@@ -79,6 +79,9 @@ class Method:
     def prepare(self, info, inputs: list, s: LayerSetting) -> None:
         """Runs on the layer's calibration inputs before its quantizers are set."""
 
+    def finish(self, info, inputs: list, fp_out) -> None:
+        """Runs after the layer's quantizers are set (``fp_out``: its float output on ``inputs``)."""
+
     def options(self) -> dict:
         return {}
 

@@ -28,6 +28,20 @@ class QuantModule(nn.Module):
         return {s: getattr(self, s) for s in self.slots if getattr(self, s) is not None}
 
 
+def _bias_from_state(mod, state_dict, prefix):
+    """A bias that calibration created (a reparameterization, a bias correction) loads into a layer without one."""
+    if prefix + "bias" in state_dict and mod.bias is None:
+        mod.bias = nn.Parameter(torch.empty_like(state_dict[prefix + "bias"]), requires_grad=False)
+
+
+def add_to_bias(mod, delta: torch.Tensor):
+    """bias += delta (per output channel), creating the bias if the layer has none."""
+    if mod.bias is None:
+        mod.bias = nn.Parameter(delta.detach().clone(), requires_grad=False)
+    else:
+        mod.bias.data = mod.bias.data + delta
+
+
 class QuantLinear(QuantModule):
     slots = ("input_quantizer", "weight_quantizer")
 
@@ -57,8 +71,7 @@ class QuantLinear(QuantModule):
         for name in ("in_shift", "in_div"):  # present only after a reparameterization
             if prefix + name in state_dict and getattr(self, name) is None:
                 self._buffers[name] = torch.empty_like(state_dict[prefix + name])
-        if prefix + "bias" in state_dict and self.bias is None:
-            self.bias = nn.Parameter(torch.empty_like(state_dict[prefix + "bias"]), requires_grad=False)
+        _bias_from_state(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def transform_input(self, x):
@@ -80,6 +93,10 @@ class QuantConv2d(QuantModule):
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
         self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _bias_from_state(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x):
         if self.input_quantizer is not None:

@@ -161,5 +161,29 @@ class ElementGroupQuantizer(Quantizer):
                 "thresholds": [round(float(t), 4) for t in self.thresholds]}
 
 
+class ChannelGroupQuantizer(UniformQuantizer):
+    """RORQ's channel groups without the fold: each group of input channels keeps its own scale.
+
+    For inputs with no LayerNorm to fold into (a concatenation of sources with different ranges,
+    a product of two features): deployed, the GEMM splits along the input dimension by group
+    and sums the partial products (METHODS.md). Parameters are per channel, shared within a group.
+    """
+
+    kind = "rorq_channel_split"
+
+    def __init__(self, bits: int, axis: int = -1):
+        super().__init__(bits, symmetric=False, axis=axis)
+        self.register_buffer("groups", torch.zeros(1, dtype=torch.long))
+
+    def set_groups(self, groups, scale, zero_point):
+        self.groups = groups.detach().clone().long()
+        return self.set_params(scale, zero_point)
+
+    def describe(self):
+        d = super().describe()
+        d.update(granularity="channel groups", groups=int(self.groups.max()) + 1 if self.groups.numel() else 1)
+        return d
+
+
 QUANTIZERS = {q.kind: q for q in (UniformQuantizer, DualRegionSoftmaxQuantizer, DualRegionGeluQuantizer,
-                                  LogQuantizer, ElementGroupQuantizer)}
+                                  LogQuantizer, ElementGroupQuantizer, ChannelGroupQuantizer)}

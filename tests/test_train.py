@@ -1,0 +1,52 @@
+"""Training: resumes where it stopped, starts from given weights, and fine-tunes the text encoder
+only when asked (a tiny model, a few steps)."""
+import json
+
+import torch
+
+from ptq4ris_core.models import RISConfig, load_model
+from ptq4ris_core.models.text_encoder import TextEncoder
+from ptq4ris_core.train import train
+
+TINY = RISConfig(image_size=64, embed_dim=16, depths=(1, 2, 1, 1), heads=(1, 2, 2, 4), window=4,
+                 decoder_width=16, stem_width=8)
+SMALL = dict(batch=2, warmup=1, val_every=2, val_n=4, workers=0)
+
+
+def _log(run):
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_training_resumes_from_its_checkpoint_and_logs_validation(tmp_path):
+    run = tmp_path / "run"
+    train(run, TINY, steps=2, **SMALL)
+    first = load_model(run / "model.safetensors").state_dict()
+    assert [e["step"] for e in _log(run) if "val_mIoU" in e] == [2]
+    train(run, TINY, steps=4, **SMALL)  # same folder: picks up at step 2, not from scratch
+    vals = [e for e in _log(run) if "val_mIoU" in e]
+    assert [e["step"] for e in vals] == [2, 4] and 0 <= vals[-1]["val_mIoU"] <= 1
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 4
+    second = load_model(run / "model.safetensors").state_dict()
+    assert any(not torch.equal(first[k], second[k]) for k in first if k.startswith("stages."))
+    # Frozen text encoder: neither trained nor stored
+    assert not any(k.startswith("text_encoder.") for k in torch.load(run / "checkpoint.pt", weights_only=True)["model"])
+
+
+def test_init_and_text_fine_tuning(tmp_path):
+    base = tmp_path / "base"
+    train(base, TINY, steps=2, **SMALL)
+    init = base / "model.safetensors"
+    # lr 0 for the vision side, a real one for the text side: the vision weights stay the init's exactly,
+    # the text encoder moves away from the pretrained MiniLM, and both are stored.
+    tuned = tmp_path / "tuned"
+    train(tuned, TINY, steps=2, lr=0.0, text_lr=1e-3, init=str(init), **SMALL)
+    start, after = load_model(init).state_dict(), load_model(tuned / "model.safetensors")
+    assert not after.cfg.freeze_text and json.loads((tuned / "model.json").read_text())["text_lr"] == 1e-3
+    state = after.state_dict()
+    for k, _ in after.named_parameters():  # parameters (BatchNorm statistics move in train mode)
+        if not k.startswith("text_encoder."):
+            assert torch.allclose(state[k], start[k], atol=1e-3), k  # fp16 storage of the same values
+    pretrained = TextEncoder.pretrained().state_dict()
+    moved = [k for k in pretrained if k.startswith("encoder.") and
+             not torch.allclose(state["text_encoder." + k], pretrained[k], atol=1e-3)]
+    assert moved
