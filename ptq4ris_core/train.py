@@ -38,6 +38,8 @@ def _remap_optimizer_state(state: dict, names: list[str], current_keys: set) -> 
     A checkpoint from an older layout may hold parameters the model no longer has (the first
     default run's unused last-stage gate): their entries are dropped, the others re-indexed.
     """
+    if state.get("opt_names") == names:  # written by this version: the optimizer's own order
+        return state["opt"]
     saved = [k for k in state["model"] if k in names or k not in current_keys]  # the saved run's parameters, in order
     if saved == names:
         return state["opt"]
@@ -69,7 +71,8 @@ def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e
     is_text = lambda n: n.startswith("text_encoder.")  # noqa: E731
     for n, p in model.named_parameters():
         p.requires_grad_(not (cfg.freeze_text and is_text(n)))
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    # Optimizer order: the rest first, then the text encoder (its own group and peak learning rate)
+    named = sorted(((n, p) for n, p in model.named_parameters() if p.requires_grad), key=lambda np_: is_text(np_[0]))
     names = [n for n, _ in named]
     params = [p for _, p in named]
     groups = [{"params": [p for n, p in named if not is_text(n)], "peak": lr}]
@@ -121,7 +124,7 @@ def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e
             bar.write(f"step {step}: val mIoU {val['mIoU']:.4f} oIoU {val['oIoU']:.4f} "
                       + " ".join(f"{k}={v['mIoU']:.3f}" for k, v in val.get("by_kind", {}).items()))
             torch.save({"model": {k: v for k, v in model.state_dict().items() if not (cfg.freeze_text and is_text(k))},
-                        "opt": opt.state_dict(), "step": step}, ckpt)
+                        "opt": opt.state_dict(), "opt_names": names, "step": step}, ckpt)
             save_model(model, out / "model.safetensors",
                        {"command": command, "step": step, "total_steps": steps, "batch": batch, "lr": lr,
                         "text_lr": text_lr, "init": init,

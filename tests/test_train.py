@@ -50,3 +50,8 @@ def test_init_and_text_fine_tuning(tmp_path):
     moved = [k for k in pretrained if k.startswith("encoder.") and
              not torch.allclose(state["text_encoder." + k], pretrained[k], atol=1e-3)]
     assert moved
+    # Resuming a fine-tuning run keeps the text encoder's own group and learning rate
+    train(tuned, TINY, steps=3, lr=0.0, text_lr=1e-3, init=str(init), **SMALL)
+    ck = torch.load(tuned / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == 3 and [g["peak"] for g in ck["opt"]["param_groups"]] == [0.0, 1e-3]
+    assert any(k.startswith("text_encoder.") for k in ck["model"])
