@@ -41,6 +41,8 @@ $P bench --engine runs/eng/fp32 --engine runs/eng/w8a8 --engine runs/eng/w4a8 --
 
 # The node under a 30 Hz camera, 2000 frames.
 .venv/bin/python benchmarks/node_throughput.py --engine runs/eng/w8a8 --frames 2000 --json $R/node_throughput.json
+.venv/bin/python benchmarks/node_throughput.py --engine runs/eng/w8a8 --backend onnxruntime --frames 2000 \
+  --json $R/node_throughput_onnxruntime.json
 
 # A 300-frame bag: offline, then live at the recorded rate.
 $P bag make --split test --n 300 --out bags/test300 --overwrite

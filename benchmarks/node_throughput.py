@@ -1,6 +1,6 @@
 """ptq4ris_node under a 30 Hz camera: output rate, arrival-to-publication latency, memory over a long run.
 
-    .venv/bin/python benchmarks/node_throughput.py --engine ENGINE [--frames 2000] [--json out.json]
+    .venv/bin/python benchmarks/node_throughput.py --engine ENGINE [--backend auto] [--frames 2000] [--json out.json]
 
 1. Times the engine's own segment() on a 640x480 frame in this process (the reference), back to back and
    paced at the camera's rate (a runtime's threads sleep between paced calls).
@@ -113,6 +113,8 @@ def main():
     ap.add_argument("--frames", type=int, default=2000)
     ap.add_argument("--hz", type=float, default=30.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino"),
+                    help="runtime for the reference timing and the node alike (default: auto, as the node)")
     ap.add_argument("--json")
     ap.add_argument("--camera", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--node-pid", type=int, help=argparse.SUPPRESS)
@@ -123,7 +125,7 @@ def main():
 
     from ptq4ris_core.data import SceneGenerator
     from ptq4ris_core.engine import Engine
-    eng = Engine.load(a.engine, threads=a.threads)
+    eng = Engine.load(a.engine, backend=a.backend, threads=a.threads)
     s = SceneGenerator(640, 480).sample("test", 9_500)
     for _ in range(20):
         eng.segment(s.image, s.text)
@@ -135,7 +137,7 @@ def main():
     env = {k: v for k, v in os.environ.items() if not k.startswith("_ROS_WHEELS")}
     env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(200 + os.getpid() % 30), PYTHONUNBUFFERED="1")
     node = subprocess.Popen([str(VENV_BIN / "ptq4ris_node"), "--ros-args", "-p", f"engine_path:={a.engine}",
-                             "-p", f"threads:={a.threads}", "-p", "diagnostics_period_s:=30.0"],
+                             "-p", f"threads:={a.threads}", "-p", f"backend:={a.backend}", "-p", "diagnostics_period_s:=30.0"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         time.sleep(1.0)

@@ -76,16 +76,34 @@ def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
 def mask_from_logits(logits: np.ndarray, height: int, width: int, threshold: float = 0.5) -> tuple[np.ndarray, float]:
     """(1, 2, S, S) logits → mask (H, W) uint8 0/255 at the image's size, and a confidence score.
 
-    The foreground-logit margin d (sigmoid(d) = softmax foreground probability) is resized bilinearly;
-    a pixel is in the mask when its probability exceeds ``threshold``. The score is the mean probability
-    over the mask (0 when it is empty). Shared by the PyTorch path and every engine backend.
+    The foreground-logit margin d (sigmoid(d) = softmax foreground probability) is resized bilinearly
+    (half-pixel centres, as torch's align_corners=False); a pixel is in the mask when its probability
+    exceeds ``threshold``. The score is the mean foreground probability over the mask (0 when it is
+    empty); on images larger than the model's input the probability map is resized, not recomputed.
+    Shared by the PyTorch path and every engine backend.
     """
-    d = (logits[0, 1] - logits[0, 0]).astype(np.float32)
-    if d.shape != (height, width):
-        d = np.asarray(Image.fromarray(d, mode="F").resize((width, height), Image.BILINEAR))
-    mask = d > float(np.log(threshold / (1 - threshold)))
-    score = float((1 / (1 + np.exp(-d[mask]))).mean()) if mask.any() else 0.0
-    return mask.astype(np.uint8) * 255, score
+    d_model = np.ascontiguousarray(logits[0, 1] - logits[0, 0], dtype=np.float32)
+    d = _resize_float(d_model, height, width)
+    # an exp per camera pixel costs a millisecond: when enlarging, take it at S x S and resize the result
+    if d.size <= d_model.size:
+        prob = 1 / (1 + np.exp(-d))
+    else:
+        prob = _resize_float(1 / (1 + np.exp(-d_model)), height, width)
+    mask = (d > np.float32(np.log(threshold / (1 - threshold)))).view(np.uint8)
+    n = np.count_nonzero(mask)
+    score = float(np.dot(prob.ravel(), mask.ravel().astype(np.float32)) / n) if n else 0.0
+    return mask * np.uint8(255), score
+
+
+def _resize_float(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a float32 map; OpenCV when enlarging (equal to PIL there, 15x faster on camera
+    frames), PIL when shrinking (its filter widens to antialias)."""
+    if x.shape == (height, width):
+        return x
+    if height < x.shape[0] or width < x.shape[1]:
+        return np.asarray(Image.fromarray(x, mode="F").resize((width, height), Image.BILINEAR))
+    import cv2
+    return cv2.resize(x, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 class TextCache:

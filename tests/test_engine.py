@@ -127,3 +127,27 @@ def test_bench_times_engines_side_by_side_with_profiles(engine_dir):
         assert abs(sum(r["op_profile"].values()) - 1) < 1e-6 and "Gemm" in "".join(r["op_profile"])
         assert r["size_mb"] > 1 and r["load_s"] > 0
     assert "segmenter p50" in markdown(res)
+
+
+@pytest.mark.parametrize("height,width", [(480, 640), (37, 53), (128, 128)])
+def test_mask_from_logits_matches_pil_bilinear_and_its_threshold(height, width):
+    """The shared post-processing against a reference: PIL's bilinear resize of the logit margin, the
+    threshold as a probability, the score as the mean foreground probability over the mask."""
+    from PIL import Image
+
+    from ptq4ris_core.segment import mask_from_logits
+    rng = np.random.default_rng(0)  # smooth logits, as a network's are: 16x16 noise enlarged to 128x128
+    coarse = rng.normal(0, 3, (2, 16, 16)).astype(np.float32)
+    logits = np.stack([np.asarray(Image.fromarray(c, mode="F").resize((128, 128), Image.BILINEAR)) for c in coarse])[None]
+    d = logits[0, 1] - logits[0, 0]
+    ref = np.asarray(Image.fromarray(d, mode="F").resize((width, height), Image.BILINEAR))
+    for thr in (0.5, 0.8):
+        mask, score = mask_from_logits(logits, height, width, thr)
+        assert mask.shape == (height, width) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+        ref_mask = 1 / (1 + np.exp(-ref)) > thr
+        assert np.mean((mask == 255) != ref_mask) <= 1e-4
+        # enlarging resizes the probability map, not the margin: the same mean within a few thousandths
+        tol = 5e-3 if height > 128 else 1e-5
+        assert score == pytest.approx(float((1 / (1 + np.exp(-ref[ref_mask]))).mean()), abs=tol)
+    empty, score = mask_from_logits(np.stack([np.ones((128, 128)), -np.ones((128, 128))])[None].astype(np.float32), 48, 64)
+    assert not empty.any() and score == 0.0

@@ -149,6 +149,10 @@ def test_w4_engine_stores_int4_embedding_groups_and_stays_close(tiny_model, tmp_
     sizes = [onnx.numpy_helper.to_array(t).size for t in graph.initializer] + [
         onnx.numpy_helper.to_array(a.t).size for n in graph.node if n.op_type == "Constant" for a in n.attribute]
     assert vocab * dim // 2 in sizes and vocab * dim not in sizes  # packed two to a byte, no full-size table
+    table = {t.name for t in graph.initializer if list(t.dims) == [vocab, dim // 2]} | {
+        n.output[0] for n in graph.node if n.op_type == "Constant" and list(n.attribute[0].t.dims) == [vocab, dim // 2]}
+    # the lookup reads the packed rows; only the gathered rows are unpacked (never the whole table at load)
+    assert len(table) == 1 and [n.op_type for n in graph.node if table & set(n.input)] == ["Gather"]
     sess = ort.InferenceSession(str(out / "text_encoder.onnx"), providers=["CPUExecutionProvider"])
     _, ids, m = example_batch(tiny_model.cfg)
     got = sess.run(None, {"input_ids": ids.numpy(), "attention_mask": m.numpy()})[0]

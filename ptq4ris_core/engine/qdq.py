@@ -85,21 +85,27 @@ def pack_int4(w: torch.Tensor) -> torch.Tensor:
     return (v[0::2] * 16 + v[1::2]).to(torch.uint8)
 
 
-def _weight_value(g, w, packed):
-    """The int8 weight tensor in the graph: a constant, or the unpacking of a packed int4 constant."""
-    if packed is None:
-        return w
-    shape = w.type().sizes()
+def _nibbles(g, packed):
+    """Packed uint8 (..., m) → int32 (..., m, 2): high and low nibble of each byte, minus the offset 8."""
     const = lambda v: g.op("Constant", value_t=torch.tensor(v, dtype=torch.int32))  # noqa: E731
+    last = g.op("Constant", value_t=torch.tensor([-1]))
     p = g.op("Cast", packed, to_i=6)  # 6 = INT32
     hi = g.op("Div", p, const(16))
     lo = g.op("Sub", p, g.op("Mul", hi, const(16)))
-    both = g.op("Concat", g.op("Unsqueeze", hi, g.op("Constant", value_t=torch.tensor([1]))),
-                g.op("Unsqueeze", lo, g.op("Constant", value_t=torch.tensor([1]))), axis_i=1)
+    both = g.op("Concat", g.op("Unsqueeze", hi, last), g.op("Unsqueeze", lo, last), axis_i=-1)
+    return g.op("Sub", both, const(8))
+
+
+def _weight_value(g, w, packed):
+    """The int8 weight tensor in the graph: a constant, or the unpacking of a packed int4 constant
+    (constant ops, which both runtimes fold at load)."""
+    if packed is None:
+        return w
+    shape = w.type().sizes()
     n = int(torch.tensor(shape).prod())
-    flat = g.op("Slice", g.op("Reshape", both, g.op("Constant", value_t=torch.tensor([-1]))),
+    flat = g.op("Slice", g.op("Reshape", _nibbles(g, packed), g.op("Constant", value_t=torch.tensor([-1]))),
                 g.op("Constant", value_t=torch.tensor([0])), g.op("Constant", value_t=torch.tensor([n])))
-    v = g.op("Sub", g.op("Reshape", flat, g.op("Constant", value_t=torch.tensor(list(shape)))), const(8))
+    v = g.op("Reshape", flat, g.op("Constant", value_t=torch.tensor(list(shape))))
     return g.op("Cast", v, to_i=3)  # 3 = INT8
 
 
@@ -176,8 +182,13 @@ class _QuantGather(torch.autograd.Function):
     def symbolic(g, ids, table, packed, scales, gs: int):
         const = lambda v: g.op("Constant", value_t=torch.tensor(v, dtype=torch.int64))  # noqa: E731
         n_groups = scales.type().sizes()[1]
-        rows = g.op("Cast", g.op("Gather", _weight_value(g, table, packed), ids, axis_i=0), to_i=1)  # 1 = FLOAT
         shape = g.op("Shape", ids)
+        if packed is None:
+            rows = g.op("Cast", g.op("Gather", table, ids, axis_i=0), to_i=1)  # 1 = FLOAT
+        else:  # gather the packed rows, then unpack only those: unpacking the whole table at load took
+            # seconds and hundreds of MB (int32 intermediates of a 30 k-word vocabulary)
+            nib = _nibbles(g, g.op("Gather", packed, ids, axis_i=0))
+            rows = g.op("Cast", g.op("Reshape", nib, g.op("Concat", shape, const([n_groups * gs]), axis_i=0)), to_i=1)
         grouped = g.op("Reshape", rows, g.op("Concat", shape, const([n_groups, gs]), axis_i=0))
         scaled = g.op("Mul", grouped, g.op("Unsqueeze", g.op("Gather", scales, ids, axis_i=0), const([-1])))
         return g.op("Reshape", scaled, g.op("Concat", shape, const([n_groups * gs]), axis_i=0))
@@ -250,8 +261,9 @@ def _quantize_table(emb: nn.Embedding, bits: int) -> dict:
     qmax = 2 ** (bits - 1) - 1
     scales = (w.unflatten(1, (-1, gs)).abs().amax(2) / qmax).clamp(min=1e-12)
     table = torch.round(w.unflatten(1, (-1, gs)) / scales[..., None]).clamp(-qmax, qmax).flatten(1).to(torch.int8)
-    return {"table": table, "packed": pack_int4(table) if bits <= 4 else None, "scales": scales, "gs": gs,
-            "bits": bits}
+    # packed row by row (rows have an even length: gs = 32 divides it), so the graph can gather rows
+    packed = pack_int4(table).view(len(table), -1) if bits <= 4 else None
+    return {"table": table, "packed": packed, "scales": scales, "gs": gs, "bits": bits}
 
 
 @contextlib.contextmanager
