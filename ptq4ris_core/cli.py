@@ -151,15 +151,17 @@ def cmd_export(a):
     if bool(a.fp32) == bool(a.quantized):
         raise InputError("say what to export: --fp32 (the float model) or --quantized DIR (a calibrated folder)")
     if a.quantized:
-        out = export_quantized(a.quantized, a.out, symmetric=a.symmetric)
+        out = export_quantized(a.quantized, a.out, symmetric=a.symmetric, exact=a.exact)
         q = json.loads((out / "meta.json").read_text())["quantization"]
-        print(f"{out}: {q['method']} {q['bits']} engine, {len(q['integer_layers'])} integer layers, "
-              f"{len(q['float_layers'])} float (see meta.json)")
+        split = sum("integer GEMMs" in how for how in q["integer_layers"].values())
+        print(f"{out}: {q['method']} {q['bits']} engine, {len(q['integer_layers'])} integer layers "
+              f"({split} of them as several integer GEMMs), {len(q['float_layers'])} float (see meta.json)")
         stand_ins = sum("stand-in" in how for how in q["integer_layers"].values())
         if stand_ins and not q["bits"].upper().endswith("A8"):
-            print(f"warning: {stand_ins} layers run a uniform {q['bits'][-2:]} stand-in for quantizers the graph cannot "
-                  "express; below 8-bit activations that can cost much accuracy (the W4A4 preset: 76.1 simulated, "
-                  f"40.6 as an engine). Check it: ptq4ris eval --engine {out}", file=sys.stderr)
+            print(f"warning: {stand_ins} layers run a uniform {q['bits'][-2:]} stand-in for quantizers the graph does "
+                  "not express exactly; below 8-bit activations that can cost much accuracy (the W4A4 preset with "
+                  f"--exact never: 76.1 simulated, 40.6 as an engine). Check it: ptq4ris eval --engine {out}",
+                  file=sys.stderr)
     else:
         out = export_fp32(a.model, a.out)
         print(f"{out}: FP32 engine (text_encoder.onnx, segmenter.onnx, tokenizer, meta.json)")
@@ -376,6 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--quantized", help="a folder written by 'ptq4ris calibrate' (QDQ export)")
     x.add_argument("--symmetric", action="store_true", help="zero point 0 on every activation (int8): the form "
                    "TensorRT's int8 takes; each activation keeps its calibrated range")
+    x.add_argument("--exact", choices=("auto", "always", "never"), default="auto",
+                   help="DRQ-GELU and RORQ's element and channel groups have no single integer grid; they run "
+                   "exactly as a sum of integer GEMMs (one per region, band or channel group), or as one uniform "
+                   "stand-in. auto (default): exact below 8-bit activations, stand-in at 8 bits (as accurate there, "
+                   "and faster); always; never")
     x.add_argument("--out", required=True, help="engine folder to write")
     x.set_defaults(func=cmd_export)
     bn = sub.add_parser("bench", help="time engines side by side (interleaved, batch 1), with op profiles",

@@ -15,12 +15,14 @@ from ptq4ris_core.calib.calibrate import CalibrationSet, calibrate
 from ptq4ris_core.calib.saved import example_batch
 from ptq4ris_core.engine.export import _export, _Segmenter, export_engine
 from ptq4ris_core.engine.integer_ops import layer_macs, ort_integer_share, ov_integer_share
-from ptq4ris_core.engine.qdq import deploy_mode, uniform_stand_in
+from ptq4ris_core.engine.qdq import deploy_mode, input_parts, uniform_stand_in
 from ptq4ris_core.methods import get_method
 from ptq4ris_core.models import Preprocessor
 from ptq4ris_core.nn import QuantConv2d, QuantLinear
 from ptq4ris_core.quant.functional import GELU_MIN
-from ptq4ris_core.quant.quantizers import ChannelGroupQuantizer, DualRegionGeluQuantizer, ElementGroupQuantizer
+from ptq4ris_core.calib.search import init_from_stats
+from ptq4ris_core.quant.quantizers import (ChannelGroupQuantizer, DualRegionGeluQuantizer, ElementGroupQuantizer,
+                                           UniformQuantizer)
 
 HAS_OV = importlib.util.find_spec("openvino") is not None
 
@@ -166,3 +168,92 @@ def test_w4_engine_stores_int4_embedding_groups_and_stays_close(tiny_model, tmp_
     assert cos[0][m.numpy()[0] > 0].min() > 0.8  # W4A8 BERT with int4 embeddings: still the same sentence
     for graph in ("segmenter.onnx", "text_encoder.onnx"):  # packed weights still run in integer kernels
         assert ort_integer_share(out / graph)["share"] >= 0.9
+
+
+def _group_quantizer(kind: str, x: torch.Tensor, axis: int, bits: int = 4):
+    """A calibrated DRQ-GELU, RORQ element-group or channel-group quantizer for ``x``."""
+    q = {"drq_gelu": lambda: DualRegionGeluQuantizer(bits), "element": lambda: ElementGroupQuantizer(bits),
+         "channel": lambda: ChannelGroupQuantizer(bits, axis)}[kind]()
+    init_from_stats(q, x)
+    return q
+
+
+def _inputs(kind: str, conv: bool) -> torch.Tensor:
+    torch.manual_seed(1)
+    shape = (2, 48, 6, 6) if conv else (2, 20, 48)
+    x = torch.randn(shape)
+    if kind == "drq_gelu":
+        return torch.nn.functional.gelu(2 * x)
+    axis = 1 if conv else -1
+    boost = torch.ones(48)
+    boost[[2, 7]] = 40.0  # two outlier channels, as BERT has
+    x = x * boost.view((1, -1, 1, 1) if conv else (1, 1, -1))
+    return x if kind == "channel" else x * (1 + 30 * (torch.rand(shape) > 0.995))  # a few outlier elements
+
+
+@pytest.mark.parametrize("kind", ["drq_gelu", "element", "channel"])
+def test_input_parts_add_up_to_the_quantizer_exactly(kind):
+    """The parts' dequantized values, each clipped and quantized as the graph does, sum to q(x)."""
+    from ptq4ris_core.engine.qdq import _activation, _clip_t, _fake, _select
+    x = _inputs(kind, conv=False)
+    q = _group_quantizer(kind, x, -1)
+    parts, how = input_parts(q, exact=True)
+    assert how.startswith("exact") and len(parts) >= 2
+    total = torch.zeros_like(x)
+    for p in parts:
+        d = _activation(p["q"], p["lo"], p["hi"])
+        part = _fake(_clip_t(_select(x, p["select"], -1), d["lo"], d["hi"], d["clip"]), d["s"], d["z"])
+        if p["select"] and p["select"][0] == "channels":
+            total[..., p["select"][1]] += part
+        else:
+            total += part
+    assert torch.equal(total, q(x))
+    stand_in, _ = uniform_stand_in(q)
+    assert not torch.allclose(stand_in(x), q(x), atol=1e-3)  # the one-grid stand-in is not the quantizer
+
+
+@pytest.mark.parametrize("conv", [False, True])
+@pytest.mark.parametrize("kind", ["drq_gelu", "element", "channel"])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_exact_parts_run_as_integer_gemms_and_match_the_simulated_layer(tmp_path, kind, conv, symmetric):
+    """A layer whose input quantizer has no single grid, exported exactly: ONNX Runtime runs one integer
+    GEMM per part, and its output is the simulated (fake-quant) layer's, up to the int32 bias rounding
+    (and, for convs, the 8-bit output grid QLinearConv needs)."""
+    from ptq4ris_core.nn import QuantConv2d, QuantLinear
+    torch.manual_seed(0)
+    x = _inputs(kind, conv)
+    float_layer = torch.nn.Conv2d(48, 8, 3, padding=1) if conv else torch.nn.Linear(48, 8)
+    layer = (QuantConv2d if conv else QuantLinear)(float_layer)
+    layer.input_quantizer = _group_quantizer(kind, x, 1 if conv else -1)
+    wq = UniformQuantizer(4, symmetric=True, axis=0)
+    init_from_stats(wq, layer.weight.detach())
+    layer.weight_quantizer = wq
+    model = torch.nn.Sequential(layer).eval()
+    with torch.no_grad():
+        ref = model(x)
+        with deploy_mode(model, [(x,)], symmetric, exact="always") as how:
+            sim = model(x)
+            path = tmp_path / "layer.onnx"
+            _export(model, (x,), path, ["x"], ["y"])
+            # what the integer form may add to the simulated layer: the int32 bias's rounding on its part's
+            # s_x·s_w grid, and for convs one step of each part's 8-bit output grid (QLinearConv requantizes
+            # in integer arithmetic: a rare element lands one step away)
+            bias_step = max((float(d["bs"].max()) for d in layer._deploy if d["b"].any()), default=0.0)
+            bound = 0.5 * bias_step + sum(float(d["os"]) for d in layer._deploy if "os" in d)
+    n_parts = len(input_parts(layer.input_quantizer, symmetric, exact=True)[0])
+    assert "integer GEMMs" in how["0"] and n_parts >= 2
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    out = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    ops = collections.Counter(n.op_type for n in onnx.load(tmp_path / "opt.onnx").graph.node)
+    assert ops["QLinearConv" if conv else "QGemm"] == n_parts, ops
+    scale = float(ref.abs().max())
+    assert np.abs(out - sim.numpy()).max() < 1e-3 * scale  # the graph computes its deploy simulation
+    # TensorRT's zero-point-0 form of RORQ's groups is not exact: each band or group is widened to hold 0
+    exact_symmetric = not symmetric or kind == "drq_gelu"
+    if exact_symmetric:
+        assert np.abs(out - ref.numpy()).max() <= bound + 1e-5 * scale
+    with deploy_mode(model, [(x,)], symmetric, exact="never"):
+        stand_in = model(x)
+    if exact_symmetric:  # and the exact form is really closer than one uniform grid
+        assert (stand_in - ref).abs().max() > 3 * np.abs(out - ref.numpy()).max()

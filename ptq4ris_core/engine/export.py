@@ -12,6 +12,7 @@ from torch import nn
 
 from ..models.text_encoder import minilm_dir
 from .artifact import SEG_GRAPH, TEXT_GRAPH, TOKENIZER_FILES, write_meta
+from .qdq import has_packed_weights
 
 OPSET = 17
 
@@ -29,7 +30,7 @@ def _export(module, args, path, inputs, outputs):
     module.eval()
     # Packed int4 weights must reach the file packed: the exporter's own folding would unpack them
     # (the runtimes fold the unpacking at load instead).
-    packed = any((getattr(m, "_deploy", None) or {}).get("wpack") is not None for m in module.modules())
+    packed = has_packed_weights(module)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
@@ -49,11 +50,14 @@ def _export_graphs(model, out: Path):
     _export(_Segmenter(model), (image, words, mask), out / SEG_GRAPH, ["image", "words", "word_mask"], ["logits"])
 
 
-def export_engine(model, out: str | Path, info: dict | None = None, batches=None, symmetric: bool = False) -> Path:
+def export_engine(model, out: str | Path, info: dict | None = None, batches=None, symmetric: bool = False,
+                  exact: str = "auto") -> Path:
     """Export a float model, or a calibrated one (``info["quantization"]`` set): its deployable
     layers become integer QDQ layers, the rest runs in float, and meta.json says which is which.
     ``batches`` (the calibration inputs) calibrate the conv output quantizers that integer convs need.
-    ``symmetric``: zero point 0 on every activation (int8), the form TensorRT takes."""
+    ``symmetric``: zero point 0 on every activation (int8), the form TensorRT takes. ``exact``: when
+    DRQ-GELU and RORQ's groups run exactly, as several integer GEMMs (auto: below 8 bits; always;
+    never: one uniform stand-in each)."""
     import onnx
 
     from ..nn import QuantMatMul, QuantModule
@@ -64,8 +68,8 @@ def export_engine(model, out: str | Path, info: dict | None = None, batches=None
     cfg = model.cfg
     quant = dict((info or {}).get("quantization", {"method": "fp32", "bits": "FP32"}))
     if any(isinstance(m, QuantModule) for m in model.modules()):
-        quant["symmetric_activations"] = symmetric
-        with deploy_mode(model, batches, symmetric) as how:
+        quant["symmetric_activations"], quant["exact_groups"] = symmetric, exact
+        with deploy_mode(model, batches, symmetric, exact) as how:
             _export_graphs(model, out)
         quantized = [n for n, m in model.named_modules() if isinstance(m, QuantModule) and m.quantizers()]
         quant["integer_layers"] = how
@@ -100,7 +104,7 @@ def export_fp32(model_name: str, out) -> Path:
                                                        "weights_sha256": base_identity(model_name)["sha256"]})
 
 
-def export_quantized(calibrated, out, symmetric: bool = False) -> Path:
+def export_quantized(calibrated, out, symmetric: bool = False, exact: str = "auto") -> Path:
     """The integer engine of a folder written by ``ptq4ris calibrate`` (or ``save_quantized``)."""
     from ..calib.calibrate import CalibrationSet
     from ..calib.saved import load_quantized
@@ -111,4 +115,4 @@ def export_quantized(calibrated, out, symmetric: bool = False) -> Path:
     info = {"model": meta["base"]["name"], "weights_sha256": meta["base"]["sha256"], "quantization": {
         "method": meta["method"], "options": meta.get("options", {}), "bits": meta["bits"],
         "calibration": meta["calibration"], "config": meta["config"], "source": str(calibrated)}}
-    return export_engine(model, out, info, batches, symmetric)
+    return export_engine(model, out, info, batches, symmetric, exact)

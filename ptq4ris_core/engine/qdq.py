@@ -12,8 +12,14 @@ pair on its output: ONNX Runtime has no integer conv with a float output, only Q
 needs a quantized output. That output quantizer (8 bits) is calibrated at export on the model's own
 calibration set. The attention core stays float, as DESIGN.md's measurements advise.
 
-What the graph cannot express exactly runs as a stated stand-in (``uniform_stand_in``): DRQ-GELU and
-RORQ's element groups become one uniform per-tensor quantizer with the same bits over the same range.
+Quantizers that are not one uniform per-tensor grid run exactly as a sum of integer GEMMs
+(``input_parts``), because W·x̂ = Σ_p W_p·x̂_p when x̂ is a sum of parts: DRQ-GELU as its negative and
+positive regions (two clipped uniform grids), RORQ's element groups as one masked input per magnitude
+band, RORQ's channel groups as one channel slice per group against the matching weight columns (the
+split GEMM). That costs more integer GEMMs, so by default (``exact="auto"``) it is done below 8 bits
+only; at 8 bits, and with ``exact="never"``, such a quantizer runs as a stated uniform stand-in
+(``uniform_stand_in``: one per-tensor grid with the same bits over the same range), which measured as
+good as the real thing at W8A8 (docs/RESULTS.md).
 Weights of 4 bits or fewer are stored two to a byte and unpacked by a few integer ops on constants,
 which both runtimes fold at load: a W4 file is half a W8 one, and the kernels still see int8 weights.
 Embedding tables are stored as integers (int8 with a scale per row; int4 with a scale per 32 values
@@ -75,6 +81,70 @@ def uniform_stand_in(q, symmetric: bool = False) -> tuple[UniformQuantizer | Non
         hi = float(((qmax - zps) * scales).max())
         return _uniform_over(lo, hi, q.bits, symmetric), f"uniform stand-in for {q.kind} groups over their range"
     return None, f"{q.kind} input quantizer has no integer form here: runs float"
+
+
+EXACT_MODES = ("auto", "always", "never")
+
+
+def _grid(bits: int, scale: float, zero_point: float, symmetric: bool = False) -> UniformQuantizer:
+    return UniformQuantizer(bits, symmetric).set_params(torch.tensor(float(scale)), torch.tensor(float(zero_point)))
+
+
+def _part(q: UniformQuantizer, select=None, lo: float | None = None, hi: float | None = None) -> dict:
+    """One part of a layer's input: ``select`` (None: the whole input; ("band", t_lo, t_hi): the elements
+    with t_lo < |x| ≤ t_hi, the rest zero; ("channels", index): a slice of input channels), quantized
+    by the uniform grid ``q`` and clipped to [lo, hi] when given."""
+    return {"select": select, "q": q, "lo": lo, "hi": hi}
+
+
+def input_parts(q, symmetric: bool = False, exact: bool = False) -> tuple[list[dict] | None, str]:
+    """How the graph quantizes a layer's input: parts whose dequantized values add up to it, and what
+    that is. ``exact``: DRQ-GELU and RORQ's groups as several parts (their exact integer form);
+    otherwise, as for every quantizer that has no such form, one uniform stand-in (or None: float)."""
+    if exact and q is not None and q.active:
+        if isinstance(q, DualRegionGeluQuantizer):  # x̂ = Q_neg(min(x, 0)) + Q_pos(max(x, 0))
+            half = 2 ** (q.bits - 1)
+            d_neg, d_pos = -GELU_MIN / (half - 1), float(q.delta_pos)
+            neg = _grid(q.bits, d_neg, 0 if symmetric else half - 1, symmetric)
+            pos = _grid(q.bits, d_pos, 0, symmetric)
+            return [_part(neg, lo=-(half - 1) * d_neg, hi=0.0), _part(pos, lo=0.0, hi=(half - 1) * d_pos)], \
+                "exact: DRQ-GELU as two integer GEMMs (negative and positive region)"
+        if isinstance(q, ElementGroupQuantizer):
+            th = q.thresholds.float()
+            bounds = [None] + list(th[:-1])  # the last band is open above: bucketize's clamp
+            parts = [_part(_grid(q.bits, s, z) if not symmetric else _symmetric_grid(q.bits, s, z),
+                           ("band", bounds[g], th[g] if g < len(th) - 1 else None))
+                     for g, (s, z) in enumerate(zip(q.scales.tolist(), q.zero_points.tolist()))]
+            return parts, f"{'exact' if not symmetric else 'symmetric per band'}: {q.kind} groups as " \
+                          f"{len(parts)} integer GEMMs on magnitude bands"
+        if isinstance(q, ChannelGroupQuantizer):
+            parts, groups = [], q.groups.unique().tolist()
+            for g in groups:
+                idx = torch.nonzero(q.groups == g).flatten()
+                s, z = float(q.scale[idx[0]]), float(q.zero_point[idx[0]])
+                parts.append(_part(_grid(q.bits, s, z) if not symmetric else _symmetric_grid(q.bits, s, z),
+                                   ("channels", idx) if len(groups) > 1 else None))
+            return parts, f"{'exact' if not symmetric else 'symmetric per group'}: {q.kind} groups as " \
+                          f"{len(parts)} integer GEMMs on channel slices (split GEMM)"
+    u, how = uniform_stand_in(q, symmetric)
+    return (None if u is None else [_part(u)]), how
+
+
+def _symmetric_grid(bits: int, scale: float, zero_point: float) -> UniformQuantizer:
+    """Zero point 0 (TensorRT) over the range of an asymmetric grid."""
+    qmax = 2 ** bits - 1
+    return _uniform_over((0 - zero_point) * scale, (qmax - zero_point) * scale, bits, True)
+
+
+def _select(x: torch.Tensor, select, axis: int) -> torch.Tensor:
+    if select is None:
+        return x
+    if select[0] == "channels":
+        return x.index_select(axis, select[1])
+    _, t_lo, t_hi = select
+    mag = x.abs()
+    inside = (mag <= t_hi) if t_lo is None else (mag > t_lo) if t_hi is None else (mag > t_lo) & (mag <= t_hi)
+    return torch.where(inside, x, torch.zeros((), dtype=x.dtype))
 
 
 def pack_int4(w: torch.Tensor) -> torch.Tensor:
@@ -194,55 +264,88 @@ class _QuantGather(torch.autograd.Function):
         return g.op("Reshape", scaled, g.op("Concat", shape, const([n_groups * gs]), axis_i=0))
 
 
-def _integer_weights(mod, wq, s):
-    """int8 weights (per output channel), int32 bias at scale s_x·s_w, as buffers for the graph."""
+def _integer_weights(mod, wq, s, channels=None, with_bias: bool = True):
+    """int8 weights (per output channel), int32 bias at scale s_x·s_w, as buffers for the graph.
+    ``channels``: only these input channels' weights (a split-GEMM part); ``with_bias``: False for
+    every part but one (a zero int32 bias keeps the QGemm pattern)."""
     lo, hi = wq.qmin_qmax
     ws = wq.scale.float()
     shape = (-1,) + (1,) * (mod.weight.dim() - 1)
-    w_int = torch.clamp(torch.round(mod.weight / ws.view(shape)), lo, hi).to(torch.int8)
-    bias = mod.bias if mod.bias is not None else torch.zeros(mod.weight.shape[0])
+    w = mod.weight if channels is None else mod.weight.index_select(1, channels)
+    w_int = torch.clamp(torch.round(w / ws.view(shape)), lo, hi).to(torch.int8)
+    bias = mod.bias if mod.bias is not None and with_bias else torch.zeros(mod.weight.shape[0])
     bs = (s * ws).float()
     return {"w": w_int, "ws": ws, "wz": torch.zeros(len(ws), dtype=torch.int8),
             "b": torch.round(bias / bs).to(torch.int32), "bs": bs, "bz": torch.zeros(len(ws), dtype=torch.int32)}
 
 
-def _activation(q: UniformQuantizer) -> dict:
-    """Scale, zero point (uint8, or int8 when symmetric), the float range its codes cover, and the clip
-    the graph needs to stay inside it."""
+def _activation(q: UniformQuantizer, lo: float | None = None, hi: float | None = None) -> dict:
+    """Scale, zero point (uint8, or int8 when symmetric), the float range its codes cover (narrowed to
+    [lo, hi] when given), and the clip the graph needs to stay inside it."""
     s = q.scale.float().reshape(())
     qmin, qmax = q.qmin_qmax
     z = q.zero_point.reshape(()).to(torch.int8 if q.symmetric else torch.uint8)
-    lo, hi = ((qmin - z.float()) * s).reshape(()), ((qmax - z.float()) * s).reshape(())
-    # 8-bit codes may use the type's full range (-128 is one step past a symmetric grid: harmless, and a
-    # clip there would stop ONNX Runtime fusing the layer); narrower grids must be enforced.
-    clip = ("both" if qmax < 127 else "") if q.symmetric else ("max" if qmax < 255 else "")
-    return {"s": s, "z": z, "lo": lo, "hi": hi, "clip": clip}
+    code_lo, code_hi = float((qmin - z.float()) * s), float((qmax - z.float()) * s)
+    lo = code_lo if lo is None else max(code_lo, lo)
+    hi = code_hi if hi is None else min(code_hi, hi)
+    tmin, tmax = (-128, 127) if q.symmetric else (0, 255)  # QuantizeLinear saturates there by itself
+    eps = 1e-6 * float(s)
+    need_hi = hi < float((tmax - z.float()) * s) - eps
+    # 8-bit symmetric codes may use the type's full range (-128 is one step past the grid: harmless, and a
+    # clip there would stop ONNX Runtime fusing the layer); narrower ranges must be enforced.
+    full_symmetric = q.symmetric and qmin == -127 and lo == code_lo
+    need_lo = not full_symmetric and lo > float((tmin - z.float()) * s) + eps
+    clip = "both" if need_lo else "max" if need_hi else ""
+    return {"s": s, "z": z, "lo": torch.tensor(lo), "hi": torch.tensor(hi), "clip": clip}
 
 
-def _prepare(mod, symmetric: bool = False) -> str | None:
-    """Precompute the integer tensors of one layer; None if it cannot run integer."""
+def _prepare(mod, symmetric: bool = False, exact: str = "auto") -> str | None:
+    """Precompute the integer tensors of one layer, one set per part of its input; None if it cannot
+    run integer."""
     if not deployable_weight(mod.weight_quantizer):
         return None
-    iq, how = uniform_stand_in(mod.input_quantizer, symmetric)
-    if iq is None:
+    q = mod.input_quantizer
+    split = exact == "always" or (exact == "auto" and q is not None and q.bits < 8)
+    parts, how = input_parts(q, symmetric, split)
+    if parts is None:
         return None
-    d = _activation(iq)
-    d.update(_integer_weights(mod, mod.weight_quantizer, d["s"]))
-    if isinstance(mod, QuantLinear):
-        d["w"] = d["w"].t().contiguous()
-    d["wpack"] = pack_int4(d["w"]) if mod.weight_quantizer.bits <= 4 else None
-    mod._deploy = d
+    packed = mod.weight_quantizer.bits <= 4
+    # The bias goes to the part with the finest input step: its int32 grid (s_x·s_w) rounds it least.
+    finest = min(range(len(parts)), key=lambda i: float(parts[i]["q"].scale))
+    mod._deploy = []
+    for i, part in enumerate(parts):
+        d = _activation(part["q"], part["lo"], part["hi"])
+        channels = part["select"][1] if part["select"] and part["select"][0] == "channels" else None
+        d.update(_integer_weights(mod, mod.weight_quantizer, d["s"], channels, with_bias=i == finest))
+        if isinstance(mod, QuantLinear):
+            d["w"] = d["w"].t().contiguous()
+        d["wpack"] = pack_int4(d["w"]) if packed else None
+        d["select"] = part["select"]
+        mod._deploy.append(d)
     return how
 
 
+def _sum(values):
+    total = None
+    for v in values:
+        total = v if total is None else total + v
+    return total
+
+
+def has_packed_weights(module) -> bool:
+    """Whether any layer inside deploy mode holds int4 weights packed two to a byte."""
+    return any(isinstance(getattr(m, "_deploy", None), list) and any(d["wpack"] is not None for d in m._deploy)
+               for m in module.modules())
+
+
 def _linear_forward(mod, x):
-    d = mod._deploy
-    return _QDQLinear.apply(mod.transform_input(x), d["s"], d["z"], d["lo"], d["hi"], d["w"], d["wpack"], d["ws"],
-                            d["wz"], d["b"], d["bs"], d["bz"], d["clip"])
+    x = mod.transform_input(x)
+    return _sum(_QDQLinear.apply(_select(x, d["select"], -1), d["s"], d["z"], d["lo"], d["hi"], d["w"], d["wpack"],
+                                 d["ws"], d["wz"], d["b"], d["bs"], d["bz"], d["clip"]) for d in mod._deploy)
 
 
-def _conv_forward(mod, x):
-    d = mod._deploy
+def _conv_part(mod, d, x):
+    x = _select(x, d["select"], 1)
     if "os" not in d:  # calibrating the output quantizer: float output, range observed
         y = _int_conv(x, d["s"], d["z"], d["lo"], d["hi"], d["w"], d["ws"], d["b"], d["bs"], d["clip"],
                       mod.stride, mod.padding, mod.dilation, mod.groups)
@@ -252,6 +355,10 @@ def _conv_forward(mod, x):
     return _QDQConv.apply(x, d["s"], d["z"], d["lo"], d["hi"], d["w"], d["wpack"], d["ws"], d["wz"], d["b"], d["bs"],
                           d["bz"], d["os"], d["oz"], d["clip"], mod.stride, mod.padding,
                           mod.dilation, mod.groups)
+
+
+def _conv_forward(mod, x):
+    return _sum(_conv_part(mod, d, x) for d in mod._deploy)
 
 
 def _quantize_table(emb: nn.Embedding, bits: int) -> dict:
@@ -267,18 +374,22 @@ def _quantize_table(emb: nn.Embedding, bits: int) -> dict:
 
 
 @contextlib.contextmanager
-def deploy_mode(model, batches=None, symmetric: bool = False):
+def deploy_mode(model, batches=None, symmetric: bool = False, exact: str = "auto"):
     """Inside: deployable layers run (and export) as integer QDQ layers, embeddings as int8 tables;
     everything else, attention matmuls included, runs in float. ``batches`` (calibration inputs for
     the whole model) calibrate the conv output quantizers; without them, conv layers stay float.
-    ``symmetric``: every activation with zero point 0 (int8), as TensorRT requires. Yields {layer name: how it runs}."""
+    ``symmetric``: every activation with zero point 0 (int8), as TensorRT requires. ``exact``: when
+    DRQ-GELU and RORQ's groups run in their exact form of several integer GEMMs (``input_parts``):
+    auto (below 8 bits), always, never (uniform stand-ins). Yields {layer name: how it runs}."""
+    if exact not in EXACT_MODES:
+        raise ValueError(f"exact must be one of {', '.join(EXACT_MODES)}, got {exact!r}")
     patched, how = [], {}
     has_convs = batches is not None
     w_bits = [m.weight_quantizer.bits for m in model.modules() if isinstance(m, QuantLinear) and m.weight_quantizer]
     table_bits = 4 if w_bits and max(w_bits) <= 4 else 8  # embedding tables follow the model's weights
     for name, mod in model.named_modules():
         deployable = isinstance(mod, QuantLinear) or (isinstance(mod, QuantConv2d) and has_convs)
-        note = _prepare(mod, symmetric) if deployable else None
+        note = _prepare(mod, symmetric, exact) if deployable else None
         if note is not None:
             fwd = _linear_forward if isinstance(mod, QuantLinear) else _conv_forward
             mod.forward = (lambda m, f: (lambda x: f(m, x)))(mod, fwd)
@@ -300,9 +411,9 @@ def deploy_mode(model, batches=None, symmetric: bool = False):
                 model(*b)
         for mod in patched:
             if isinstance(mod, QuantConv2d):
-                u = _activation(_uniform_over(mod._deploy.pop("lo_seen"), mod._deploy.pop("hi_seen"), OUTPUT_BITS,
-                                              symmetric))
-                mod._deploy.update(os=u["s"], oz=u["z"])
+                for d in mod._deploy:  # one output quantizer per part: each part is its own QLinearConv
+                    u = _activation(_uniform_over(d.pop("lo_seen"), d.pop("hi_seen"), OUTPUT_BITS, symmetric))
+                    d.update(os=u["s"], oz=u["z"])
     try:
         yield how
     finally:
