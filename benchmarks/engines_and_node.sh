@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The engine, node and bag measurements of docs/RESULTS.md, in one go (dev-cpu: about 15 minutes).
 # Needs the PTQ4RIS cells kept by:  ptq4ris table --out docs/results/method_table --save runs/cells --deploy ptq4ris
+# (or: ptq4ris calibrate --preset calibration/W8A8.yaml --out runs/cells/ptq4ris_W8A8, and W4A8 likewise),
+# and the W4A4 preset:             ptq4ris calibrate --preset calibration/W4A4.yaml --out runs/cells/w4a4_preset
 set -euo pipefail
 cd "$(dirname "$0")/.."
 P=.venv/bin/ptq4ris
@@ -11,6 +13,7 @@ mkdir -p runs/eng "$R"
 $P export --model default --fp32 --out runs/eng/fp32
 $P export --quantized runs/cells/ptq4ris_W8A8 --out runs/eng/w8a8
 $P export --quantized runs/cells/ptq4ris_W4A8 --out runs/eng/w4a8
+$P export --quantized runs/cells/w4a4_preset --out runs/eng/w4a4_exact   # DRQ-GELU and RORQ groups as integer GEMM sums
 
 # Parity: what each engine really computes, on the 1000 test scenes the table uses, on both runtimes.
 for e in w8a8 w4a8; do
@@ -36,7 +39,8 @@ json.dump(out, open("docs/results/integer_share.json", "w"), indent=1)
 PY
 
 # Speed, size, memory, load time; PyTorch eager as the last row.
-$P bench --engine runs/eng/fp32 --engine runs/eng/w8a8 --engine runs/eng/w4a8 --backend onnxruntime,openvino \
+$P bench --engine runs/eng/fp32 --engine runs/eng/w8a8 --engine runs/eng/w4a8 --engine runs/eng/w4a4_exact \
+  --backend onnxruntime,openvino \
   --torch default --runs 200 --json $R/bench.json --markdown $R/bench.md
 
 # The node under a 30 Hz camera, 2000 frames.
