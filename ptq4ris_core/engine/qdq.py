@@ -29,6 +29,8 @@ float vocabulary table. The deploy simulation computes exactly what the graph do
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +92,12 @@ def _grid(bits: int, scale: float, zero_point: float, symmetric: bool = False) -
     return UniformQuantizer(bits, symmetric).set_params(torch.tensor(float(scale)), torch.tensor(float(zero_point)))
 
 
+def _symmetric_grid(bits: int, scale: float, zero_point: float) -> UniformQuantizer:
+    """Zero point 0 (TensorRT) over the range of an asymmetric grid."""
+    qmax = 2 ** bits - 1
+    return _uniform_over((0 - zero_point) * scale, (qmax - zero_point) * scale, bits, True)
+
+
 def _part(q: UniformQuantizer, select=None, lo: float | None = None, hi: float | None = None) -> dict:
     """One part of a layer's input: ``select`` (None: the whole input; ("band", t_lo, t_hi): the elements
     with t_lo < |x| ≤ t_hi, the rest zero; ("channels", index): a slice of input channels), quantized
@@ -128,12 +136,6 @@ def input_parts(q, symmetric: bool = False, exact: bool = False) -> tuple[list[d
                           f"{len(parts)} integer GEMMs on channel slices (split GEMM)"
     u, how = uniform_stand_in(q, symmetric)
     return (None if u is None else [_part(u)]), how
-
-
-def _symmetric_grid(bits: int, scale: float, zero_point: float) -> UniformQuantizer:
-    """Zero point 0 (TensorRT) over the range of an asymmetric grid."""
-    qmax = 2 ** bits - 1
-    return _uniform_over((0 - zero_point) * scale, (qmax - zero_point) * scale, bits, True)
 
 
 def _select(x: torch.Tensor, select, axis: int) -> torch.Tensor:
@@ -325,13 +327,6 @@ def _prepare(mod, symmetric: bool = False, exact: str = "auto") -> str | None:
     return how
 
 
-def _sum(values):
-    total = None
-    for v in values:
-        total = v if total is None else total + v
-    return total
-
-
 def has_packed_weights(module) -> bool:
     """Whether any layer inside deploy mode holds int4 weights packed two to a byte."""
     return any(isinstance(getattr(m, "_deploy", None), list) and any(d["wpack"] is not None for d in m._deploy)
@@ -340,8 +335,9 @@ def has_packed_weights(module) -> bool:
 
 def _linear_forward(mod, x):
     x = mod.transform_input(x)
-    return _sum(_QDQLinear.apply(_select(x, d["select"], -1), d["s"], d["z"], d["lo"], d["hi"], d["w"], d["wpack"],
-                                 d["ws"], d["wz"], d["b"], d["bs"], d["bz"], d["clip"]) for d in mod._deploy)
+    parts = (_QDQLinear.apply(_select(x, d["select"], -1), d["s"], d["z"], d["lo"], d["hi"], d["w"], d["wpack"],
+                              d["ws"], d["wz"], d["b"], d["bs"], d["bz"], d["clip"]) for d in mod._deploy)
+    return functools.reduce(operator.add, parts)
 
 
 def _conv_part(mod, d, x):
@@ -358,7 +354,7 @@ def _conv_part(mod, d, x):
 
 
 def _conv_forward(mod, x):
-    return _sum(_conv_part(mod, d, x) for d in mod._deploy)
+    return functools.reduce(operator.add, (_conv_part(mod, d, x) for d in mod._deploy))
 
 
 def _quantize_table(emb: nn.Embedding, bits: int) -> dict:
