@@ -23,7 +23,7 @@ def cmd_train(a):
     command = "ptq4ris " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     path = train(Path(a.out), cfg, a.steps, a.batch, a.lr, warmup=a.warmup, val_every=a.val_every,
                  val_n=a.val_n, seed=a.seed, bf16=not a.fp32, workers=a.workers, command=command,
-                 init=a.init, text_lr=a.text_lr)
+                 init=a.init, text_lr=a.text_lr, data_offset=a.data_offset)
     print(f"weights: {path}")
 
 
@@ -304,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "over --image-size/--embed-dim) instead of from scratch")
     t.add_argument("--text-lr", type=float, help="fine-tune the MiniLM text encoder with this peak learning rate "
                    "(e.g. 3e-5; default: frozen). Its weights are then saved too (45 MB more)")
+    t.add_argument("--data-offset", type=int, default=0, help="index of the first train scene (e.g. 352000 to "
+                   "continue the default model on scenes it never saw; default 0)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="score a model on generated scenes (mIoU, oIoU, prec@X, by kind)",

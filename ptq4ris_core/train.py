@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .data import SPLIT_SIZES
 from .data.torch_dataset import SceneDataset, collate
+from .errors import InputError
 from .evaluate import evaluate_model
 from .models import Preprocessor, RISConfig, build_model, load_model, save_model
 
@@ -59,9 +61,15 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 
 def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e-3, weight_decay: float = 0.05,
           warmup: int = 500, val_every: int = 1000, val_n: int = 256, seed: int = 0, bf16: bool = True,
-          workers: int = 1, command: str = "", init: str | None = None, text_lr: float | None = None) -> Path:
+          workers: int = 1, command: str = "", init: str | None = None, text_lr: float | None = None,
+          data_offset: int = 0) -> Path:
     """``init``: start from these weights (a model name or path) instead of from scratch. ``text_lr``:
-    fine-tune the MiniLM text encoder with this peak learning rate (same schedule); frozen when None."""
+    fine-tune the MiniLM text encoder with this peak learning rate (same schedule); frozen when None.
+    ``data_offset``: the first train scene of step 0, so that a continued run sees scenes its
+    ``init`` weights never saw."""
+    if not 0 <= data_offset <= SPLIT_SIZES["train"] - steps * batch:
+        raise InputError(f"{steps} steps of {batch} scenes from scene {data_offset} need more than the train "
+                         f"split's {SPLIT_SIZES['train']} scenes; lower --data-offset or --steps")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     if text_lr is not None:
@@ -90,7 +98,7 @@ def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e
     elif init is not None:
         model.load_state_dict(load_model(init).state_dict())
         print(f"starting from the weights of {init}", file=sys.stderr)
-    data = SceneDataset("train", (steps - start) * batch, cfg.image_size, seed=seed, offset=start * batch)
+    data = SceneDataset("train", (steps - start) * batch, cfg.image_size, seed=seed, offset=data_offset + start * batch)
     loader = DataLoader(data, batch_size=batch, num_workers=workers, collate_fn=collate, persistent_workers=workers > 0)
     model.train()
     bar = tqdm(loader, total=steps - start, initial=0, desc="train", unit="step", dynamic_ncols=True)
@@ -127,6 +135,6 @@ def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e
                         "opt": opt.state_dict(), "opt_names": names, "step": step}, ckpt)
             save_model(model, out / "model.safetensors",
                        {"command": command, "step": step, "total_steps": steps, "batch": batch, "lr": lr,
-                        "text_lr": text_lr, "init": init,
+                        "text_lr": text_lr, "init": init, "data_offset": data_offset,
                         "seed": seed, "val": {"n": val_n, "mIoU": val["mIoU"], "oIoU": val["oIoU"]}})
     return out / "model.safetensors"

@@ -55,3 +55,25 @@ def test_init_and_text_fine_tuning(tmp_path):
     ck = torch.load(tuned / "checkpoint.pt", weights_only=True)
     assert ck["step"] == 3 and [g["peak"] for g in ck["opt"]["param_groups"]] == [0.0, 1e-3]
     assert any(k.startswith("text_encoder.") for k in ck["model"])
+
+
+def test_data_offset_continues_on_unseen_scenes_and_resumes_there(tmp_path, monkeypatch):
+    import pytest
+
+    import ptq4ris_core.train as train_module
+    from ptq4ris_core.data import SPLIT_SIZES
+    from ptq4ris_core.errors import InputError
+    seen = []
+
+    class Recording(train_module.SceneDataset):
+        def __init__(self, split, length, size=128, seed=0, offset=0):
+            seen.append((split, offset, length))
+            super().__init__(split, length, size, seed, offset)
+    monkeypatch.setattr(train_module, "SceneDataset", Recording)
+    run = tmp_path / "run"
+    train(run, TINY, steps=2, data_offset=1000, **SMALL)
+    train(run, TINY, steps=4, data_offset=1000, **SMALL)  # resumed at step 2: scenes 1004.., not 1000..
+    assert [s for s in seen if s[0] == "train"] == [("train", 1000, 4), ("train", 1004, 4)]
+    assert json.loads((run / "model.json").read_text())["data_offset"] == 1000
+    with pytest.raises(InputError, match="--data-offset"):
+        train(tmp_path / "past_the_end", TINY, steps=2, data_offset=SPLIT_SIZES["train"] - 3, **SMALL)
