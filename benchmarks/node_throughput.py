@@ -113,8 +113,8 @@ def main():
     ap.add_argument("--frames", type=int, default=2000)
     ap.add_argument("--hz", type=float, default=30.0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino"),
-                    help="runtime for the reference timing and the node alike (default: auto, as the node)")
+    ap.add_argument("--backend", default="auto", help="runtime for the reference timing and the node alike, "
+                    "e.g. onnxruntime, openvino:f32 (default: auto, as the node)")
     ap.add_argument("--json")
     ap.add_argument("--camera", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--node-pid", type=int, help=argparse.SUPPRESS)
@@ -132,7 +132,7 @@ def main():
     from paced_segment import segment_p50  # this folder's own helper
     ref = segment_p50(eng, s.image, s.text, 200)
     paced = segment_p50(eng, s.image, s.text, 200, a.hz)
-    backend = eng.backend
+    backend = eng.runtime
     del eng
     env = {k: v for k, v in os.environ.items() if not k.startswith("_ROS_WHEELS")}
     env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(200 + os.getpid() % 30), PYTHONUNBUFFERED="1")

@@ -11,6 +11,9 @@ from pathlib import Path
 from .errors import InputError, PTQ4RISError
 
 log = logging.getLogger("ptq4ris")
+BACKEND_HELP = ("auto | onnxruntime | openvino, optionally with ':PRECISION' for the parts that run in float on "
+                "OpenVINO (f32, bf16, f16; auto: f32 for a float engine, bf16 for a quantized one on a CPU with "
+                "bf16), e.g. openvino:bf16")
 
 
 def cmd_train(a):
@@ -73,7 +76,7 @@ def cmd_eval(a):
         from .evaluate import evaluate_engine
         eng = Engine.load(a.engine, backend=a.backend)
         summary = evaluate_engine(eng, a.split, a.limit, seed=a.seed)
-        summary.update({"engine": a.engine, "backend": eng.backend})
+        summary.update({"engine": a.engine, "backend": eng.backend, "precision": eng.precision})
     else:
         if a.quantized:
             from .calib.saved import load_quantized
@@ -262,7 +265,7 @@ def _bag_parsers(sub):
                       "scored against the ground-truth mask with the same stamp; latency is always measured.")
     topics(e)
     e.add_argument("--engine", required=True, help="an engine folder from 'ptq4ris export'")
-    e.add_argument("--backend", default="auto", help="auto | onnxruntime | openvino")
+    e.add_argument("--backend", default="auto", help=BACKEND_HELP)
     e.add_argument("--threads", type=int, default=2)
     e.set_defaults(func=cmd_bag_eval)
 
@@ -314,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default="default", help="'default' or a .safetensors written by 'ptq4ris train'")
     e.add_argument("--quantized", help="evaluate a folder written by 'ptq4ris calibrate' instead")
     e.add_argument("--engine", help="evaluate an engine folder (from 'ptq4ris export') instead, one scene at a time")
-    e.add_argument("--backend", default="auto", help="engine runtime: auto | onnxruntime | openvino")
+    e.add_argument("--backend", default="auto", help="engine runtime: " + BACKEND_HELP)
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--limit", type=int, default=1000, help="number of scenes (default 1000)")
     e.add_argument("--batch", type=int, default=32)
@@ -393,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "640x480 frame. Prints p50/p90/p99, ratios to the first row, size, load time, memory, "
                         "and where each segmenter's time goes by op type.")
     bn.add_argument("--engine", action="append", required=True, help="an engine folder; repeat for each")
-    bn.add_argument("--backend", default="onnxruntime", help="comma-separated: onnxruntime,openvino (default onnxruntime)")
+    bn.add_argument("--backend", default="onnxruntime", help="comma-separated runtimes, each " + BACKEND_HELP +
+                    "; e.g. onnxruntime,openvino:f32,openvino:bf16 (default onnxruntime)")
     bn.add_argument("--runs", type=int, default=200, help="timed rounds (default 200)")
     bn.add_argument("--warmup", type=int, default=20)
     bn.add_argument("--threads", type=int, default=2)

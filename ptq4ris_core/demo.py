@@ -104,8 +104,8 @@ def main(argv=None):
     for name, folder in engines.items():
         eng = Engine.load(folder)
         s = evaluate_bag(bag, eng, out=out / f"offline_{name.lower()}", progress=False)
-        rows[name] = {"size_mb": engine_size_mb(folder), "backend": eng.backend, "offline": s}
-        print(f"  {name} on {eng.backend}: mIoU {100 * s['accuracy']['mIoU']:.2f}, segment() p50 "
+        rows[name] = {"size_mb": engine_size_mb(folder), "backend": eng.runtime, "offline": s}
+        print(f"  {name} on {eng.runtime}: mIoU {100 * s['accuracy']['mIoU']:.2f}, segment() p50 "
               f"{s['latency_ms']['segment']['p50']:.1f} ms")
 
     if not a.no_replay:

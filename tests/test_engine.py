@@ -117,6 +117,39 @@ def test_openvino_properties_reach_the_compiled_graph_and_bad_ones_are_named(eng
         Engine.load(engine_dir, backend="openvino", openvino_config={"NO_SUCH_PROPERTY": 1})
 
 
+def test_backend_spec_with_float_precision_and_its_errors(engine_dir):
+    from ptq4ris_core.engine.engine import parse_backend
+    assert parse_backend("openvino:bf16") == ("openvino", "bf16")
+    assert parse_backend("auto") == ("auto", "auto") and parse_backend("openvino", "f16") == ("openvino", "f16")
+    with pytest.raises(EngineError, match="unknown float precision 'int3'"):
+        parse_backend("openvino:int3")
+    with pytest.raises(EngineError, match="say it once"):
+        Engine.load(engine_dir, backend="openvino:bf16", precision="f32")
+    with pytest.raises(EngineError, match="ONNX Runtime runs an engine's float parts in f32"):
+        Engine.load(engine_dir, backend="onnxruntime:bf16")
+    assert Engine.load(engine_dir, backend="onnxruntime").runtime == "onnxruntime"
+
+
+def test_openvino_float_precision_auto_is_f32_for_a_float_engine_and_bf16_for_a_quantized_one(engine_dir, tmp_path):
+    ov = pytest.importorskip("openvino")
+    eng = Engine.load(engine_dir, backend="openvino")
+    assert eng.precision == "f32" and eng.runtime == "openvino" and "float parts f32" in eng.describe()
+    quantized = tmp_path / "eng"  # meta.json is not hashed: say the engine is quantized
+    shutil.copytree(engine_dir, quantized)
+    meta = json.loads((quantized / "meta.json").read_text())
+    meta["quantization"] = {"method": "ptq4ris", "bits": "W8A8"}
+    (quantized / "meta.json").write_text(json.dumps(meta))
+    has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    q = Engine.load(quantized, backend="openvino")
+    assert q.precision == ("bf16" if has_bf16 else "f32")
+    hint = lambda e: str(e._seg.compiled.get_property("INFERENCE_PRECISION_HINT"))  # noqa: E731 - "<Type: 'bfloat16'>"
+    assert ("bfloat16" in hint(q)) == has_bf16
+    forced = Engine.load(quantized, backend="openvino:f32")
+    assert forced.precision == "f32" and "float32" in hint(forced)
+    s = _scene()
+    assert np.abs(q.logits(s.image, s.text) - forced.logits(s.image, s.text)).max() < 0.5  # bf16: same logits, coarser
+
+
 def test_bench_times_engines_side_by_side_with_profiles(engine_dir):
     from ptq4ris_core.engine.bench import bench, markdown
     res = bench([str(engine_dir), str(engine_dir)], ["onnxruntime"], runs=3, warmup=1, threads=1, progress=False)

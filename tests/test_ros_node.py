@@ -145,12 +145,14 @@ def test_lifecycle_transitions_and_enable_service(node_factory, engine):
 
 
 def test_wrong_parameters_and_missing_engine_are_named_and_the_node_stays_up(node_factory, tmp_path):
-    node = node_factory({"engine_path": str(tmp_path / "no_engine"), "mask_threshold": "high", "image_depth": 0})
+    node = node_factory({"engine_path": str(tmp_path / "no_engine"), "mask_threshold": "high", "image_depth": 0,
+                         "backend": "openvino:int3"})
     res = node.peer("state", {"node": "/ptq4ris_node"})
     assert node.alive()
     log = node.stop()
     assert res["state"] == "unconfigured"
     assert "mask_threshold must be float" in log and "image_depth must be at least 1" in log, log
+    assert "backend: unknown float precision 'int3'" in log, log
     node2 = node_factory({"engine_path": str(tmp_path / "no_engine")})
     res = node2.peer("state", {"node": "/ptq4ris_node"})
     log = node2.stop()

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .artifact import SEG_GRAPH
-from .engine import Engine
+from .engine import Engine, runtime_label
 
 
 def _rss_mb() -> float:
@@ -66,7 +66,7 @@ class TorchEager:
         return f"{self.name} FP32 on PyTorch eager"
 
 
-def op_profile(folder, backend: str, feeds: dict, runs: int = 30, threads: int = 2) -> dict:
+def op_profile(folder, backend: str, feeds: dict, runs: int = 30, threads: int = 2, precision: str = "f32") -> dict:
     """{op type: share of the segmenter's time}, from ONNX Runtime's profiler or OpenVINO's counters."""
     times = defaultdict(float)
     path = str(Path(folder) / SEG_GRAPH)
@@ -86,7 +86,7 @@ def op_profile(folder, backend: str, feeds: dict, runs: int = 30, threads: int =
     else:
         import openvino as ov
         compiled = ov.Core().compile_model(path, "CPU", {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": threads,
-                                                         "INFERENCE_PRECISION_HINT": "f32"})
+                                                         "INFERENCE_PRECISION_HINT": precision})
         req = compiled.create_infer_request()
         for _ in range(runs):
             req.infer(feeds)
@@ -120,7 +120,8 @@ def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int 
         for _ in range(warmup):
             eng._seg(feeds)
             eng.segment(image, text)
-        rows.append({"engine": str(folder), "backend": eng.backend, "describe": eng.describe(),
+        rows.append({"engine": str(folder), "backend": eng.backend, "precision": getattr(eng, "precision", "f32"),
+                     "describe": eng.describe(),
                      "size_mb": size_on_disk_mb(folder), "load_s": load_s, "feeds": feeds, "eng": eng,
                      "seg_ms": [], "segment_ms": [], "rss_added_mb": _rss_mb() - before})  # after its warm-up
     # Interleaved in blocks: each engine runs a few calls in a row and the first of each block is not
@@ -138,13 +139,14 @@ def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int 
                         r[key].append((time.perf_counter() - t) * 1000)
     out = []
     for r in rows:
-        res = {k: r[k] for k in ("engine", "backend", "describe", "size_mb", "load_s", "rss_added_mb")}
+        res = {k: r[k] for k in ("engine", "backend", "precision", "describe", "size_mb", "load_s", "rss_added_mb")}
         for key in ("seg_ms", "segment_ms"):
             v = np.array(r[key])
             res[key] = {"p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90)),
                         "p99": float(np.percentile(v, 99)), "mean": float(v.mean())}
         if profile and r["backend"] != "pytorch":
-            res["op_profile"] = op_profile(r["engine"], r["backend"], r["feeds"], threads=threads)
+            res["op_profile"] = op_profile(r["engine"], r["backend"], r["feeds"], threads=threads,
+                                           precision=r["precision"])
         out.append(res)
     first = out[0]
     for res in out:
@@ -157,14 +159,16 @@ def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int 
 def markdown(result: dict, top_ops: int = 6) -> str:
     lines = ["| engine | runtime | size (MB) | load (s) | segmenter p50 / p90 / p99 (ms) | segment() p50 / p90 / p99 (ms) "
              "| speed-up (segmenter, segment()) | smaller | RSS added (MB) |", "|---|---|---|---|---|---|---|---|---|"]
+    def names(r):
+        return Path(r["engine"]).name, runtime_label(r["backend"], r.get("precision", "f32"))
     for r in result["rows"]:
         s, g = r["seg_ms"], r["segment_ms"]
-        lines.append(f"| {Path(r['engine']).name} | {r['backend']} | {r['size_mb']:.1f} | {r['load_s']:.2f} | "
+        lines.append(f"| {' | '.join(names(r))} | {r['size_mb']:.1f} | {r['load_s']:.2f} | "
                      f"{s['p50']:.2f} / {s['p90']:.2f} / {s['p99']:.2f} | {g['p50']:.2f} / {g['p90']:.2f} / {g['p99']:.2f} | "
                      f"{r['speedup_vs_first']['seg_ms']:.2f}x, {r['speedup_vs_first']['segment_ms']:.2f}x | "
                      f"{r['smaller_than_first']:.2f}x | {r['rss_added_mb']:.0f} |")
     for r in result["rows"]:
         if r.get("op_profile"):
             ops = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(r["op_profile"].items())[:top_ops])
-            lines.append(f"\n{Path(r['engine']).name} on {r['backend']}, where the segmenter's time goes: {ops}")
+            lines.append(f"\n{' on '.join(names(r))}, where the segmenter's time goes: {ops}")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from ..segment import TextCache, check_image, mask_from_logits, resize_rgb
 from .artifact import SEG_GRAPH, TEXT_GRAPH, EngineError, read_meta
 
 BACKENDS = ("auto", "onnxruntime", "openvino")
+PRECISIONS = ("auto", "f32", "bf16", "f16")  # the float parts' precision; OpenVINO's choice, ONNX Runtime's is f32
 
 
 class _OrtRunner:
@@ -35,7 +36,6 @@ class _OvRunner:
     def __init__(self, path, device, threads, precision, extra=None):
         import openvino as ov
         core = ov.Core()
-        # OpenVINO picks bf16 by itself on CPUs with AVX512-BF16; an fp32 engine should compute in f32.
         config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision, **(extra or {})}
         try:
             self.compiled = core.compile_model(str(path), device, config)
@@ -47,9 +47,43 @@ class _OvRunner:
         return [res[o] for o in self.compiled.outputs]
 
 
-def _pick_backend(backend: str) -> str:
+def parse_backend(spec: str, precision: str = "auto") -> tuple[str, str]:
+    """'openvino:bf16' → ("openvino", "bf16"): a backend with its float precision, as the command line and
+    the node's parameters write it. ``precision`` is the caller's own, which the spec may not contradict."""
+    backend, _, given = str(spec).partition(":")
     if backend not in BACKENDS:
-        raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}, optionally with "
+                          f"':PRECISION' ({', '.join(PRECISIONS)}), e.g. openvino:bf16")
+    for p in (given, precision):
+        if p and p not in PRECISIONS:
+            raise EngineError(f"unknown float precision {p!r} in {spec!r}; choose one of {', '.join(PRECISIONS)}")
+    if given and precision != "auto" and given != precision:
+        raise EngineError(f"backend {spec!r} asks for {given} but precision={precision!r} was given; say it once")
+    return backend, given or precision
+
+
+def _ov_precision(precision: str, meta: dict, device: str) -> str:
+    """``auto``: f32 for a float engine (it must compute what it says); for a quantized engine, bf16 for the
+    parts that stay float when the device computes bf16 natively (AVX512-BF16, AMX), f32 otherwise. The
+    quantized engines' accuracy with bf16 is measured in docs/RESULTS.md."""
+    if precision != "auto":
+        return precision
+    if meta.get("quantization", {}).get("method", "fp32") == "fp32":
+        return "f32"
+    import openvino as ov
+    try:
+        caps = ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # noqa: BLE001 - an unknown device fails later, at compile, with its own message
+        return "f32"
+    return "bf16" if "BF16" in caps else "f32"
+
+
+def runtime_label(backend: str, precision: str = "f32") -> str:
+    """'openvino (bf16)': the runtime, and the float parts' precision where it is not f32."""
+    return backend if precision == "f32" else f"{backend} ({precision})"
+
+
+def _pick_backend(backend: str) -> str:
     if backend != "auto":
         return backend
     try:  # OpenVINO ran QDQ graphs fastest on this kind of CPU (DESIGN.md); ORT otherwise
@@ -60,8 +94,9 @@ def _pick_backend(backend: str) -> str:
 
 
 class Engine:
-    def __init__(self, folder: Path, meta: dict, backend: str, text_runner, seg_runner, tokenizer):
-        self.folder, self.meta, self.backend = folder, meta, backend
+    def __init__(self, folder: Path, meta: dict, backend: str, text_runner, seg_runner, tokenizer,
+                 precision: str = "f32"):
+        self.folder, self.meta, self.backend, self.precision = folder, meta, backend, precision
         self._text, self._seg, self.tokenizer = text_runner, seg_runner, tokenizer
         inp = meta["input"]
         self.size = int(inp["image_size"])
@@ -72,13 +107,20 @@ class Engine:
 
     @classmethod
     def load(cls, path, backend: str = "auto", providers=None, device: str = "CPU", threads: int = 2,
-             verify: bool = True, precision: str = "f32", openvino_config: dict | None = None) -> "Engine":
-        """``backend``: auto | onnxruntime | openvino. ``providers``: ONNX Runtime execution providers.
-        ``device``: OpenVINO device (CPU, GPU, NPU). ``precision``: OpenVINO's float precision (f32, bf16).
-        ``openvino_config``: more OpenVINO properties, e.g. {"PERFORMANCE_HINT": "LATENCY"}."""
+             verify: bool = True, precision: str = "auto", openvino_config: dict | None = None) -> "Engine":
+        """``backend``: auto | onnxruntime | openvino, optionally with the float precision after a colon
+        (``openvino:bf16``). ``providers``: ONNX Runtime execution providers. ``device``: OpenVINO device
+        (CPU, GPU, NPU). ``precision``: the float parts' precision on OpenVINO (auto, f32, bf16, f16; auto: f32
+        for a float engine, bf16 for a quantized one where the CPU has it). ``openvino_config``: more
+        OpenVINO properties, e.g. {"PERFORMANCE_HINT": "LATENCY"}."""
         folder = Path(path)
+        backend, precision = parse_backend(backend, precision)
         meta = read_meta(folder, verify=verify)
         backend = _pick_backend(backend)
+        if backend == "onnxruntime" and precision not in ("auto", "f32"):
+            raise EngineError(f"ONNX Runtime runs an engine's float parts in f32; {precision} is an OpenVINO "
+                              f"precision (backend openvino:{precision})")
+        precision = _ov_precision(precision, meta, device) if backend == "openvino" else "f32"
         if backend == "onnxruntime":
             runners = [_OrtRunner(folder / g, providers, threads) for g in (TEXT_GRAPH, SEG_GRAPH)]
         else:
@@ -90,13 +132,17 @@ class Engine:
             tok = BertTokenizerFast.from_pretrained(str(folder))
         except Exception as e:  # noqa: BLE001
             raise EngineError(f"the tokenizer files in {folder} cannot be read ({e}); re-export the engine") from e
-        return cls(folder, meta, backend, runners[0], runners[1], tok)
+        return cls(folder, meta, backend, runners[0], runners[1], tok, precision)
 
     def _encode(self, text: str):
         enc = self.tokenizer([text], padding="max_length", truncation=True, max_length=self.max_tokens,
                              return_tensors="np")
         ids, m = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
         return self._text({"input_ids": ids, "attention_mask": m})[0], m
+
+    @property
+    def runtime(self) -> str:
+        return runtime_label(self.backend, self.precision)
 
     @property
     def text_encodes(self) -> int:
@@ -123,4 +169,5 @@ class Engine:
 
     def describe(self) -> str:
         q = self.meta.get("quantization", {})
-        return f"{self.meta['model']['name']} {q.get('method', '?')} {q.get('bits', '?')} on {self.backend}"
+        return (f"{self.meta['model']['name']} {q.get('method', '?')} {q.get('bits', '?')} on {self.backend} "
+                f"(float parts {self.precision})")

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-BACKENDS = ("auto", "onnxruntime", "openvino")
-
 
 @dataclass
 class NodeParams:
     engine_path: str = ""
-    backend: str = "auto"
+    backend: str = "auto"  # optionally ':f32' / ':bf16' / ':f16' for OpenVINO's float parts
     providers: tuple = ("",)
     device: str = "CPU"
     threads: int = 2
@@ -47,9 +45,15 @@ def validate(values: dict) -> tuple[NodeParams, list[str]]:
             v = tuple(x for x in v if x != "")  # YAML cannot type an empty list: [""] stands for none
         out[f.name] = float(v) if f.type == "float" else v
     p = NodeParams(**{**{f.name: f.default for f in fields(NodeParams)}, **out})
+    from ptq4ris_core.engine.engine import EngineError, parse_backend
+    try:
+        parse_backend(p.backend)
+        bad_backend = ""
+    except EngineError as e:
+        bad_backend = f"backend: {e}"
     checks = [
         (not p.engine_path, "engine_path is empty; set it to an engine folder made by 'ptq4ris export'"),
-        (p.backend not in BACKENDS, f"backend must be one of {BACKENDS}, got {p.backend!r}"),
+        (bad_backend, bad_backend),
         (not 0.0 < p.mask_threshold < 1.0, f"mask_threshold must be in (0, 1), got {p.mask_threshold}"),
         (p.image_transport not in ("raw", "compressed"), f"image_transport must be raw or compressed, got {p.image_transport!r}"),
         (p.image_reliability not in ("reliable", "best_effort"),
