@@ -68,9 +68,14 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 → (size, size, 3). Shrinking averages the source pixels under each output pixel
+    (OpenCV's area filter: antialiased like PIL's bilinear, twice as fast on camera frames); enlarging is
+    bilinear."""
     if image.shape[:2] == (size, size):
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    import cv2
+    shrink = image.shape[0] >= size and image.shape[1] >= size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def mask_from_logits(logits: np.ndarray, height: int, width: int, threshold: float = 0.5) -> tuple[np.ndarray, float]:

@@ -8,7 +8,7 @@ import torch
 
 from ptq4ris_core.engine import Engine, EngineError, export_engine
 from ptq4ris_core.errors import InputError
-from ptq4ris_core.segment import Segmenter
+from ptq4ris_core.segment import Segmenter, resize_rgb
 
 BACKENDS = ["onnxruntime"] + (["openvino"] if __import__("importlib").util.find_spec("openvino") else [])
 
@@ -29,8 +29,7 @@ def test_fp32_engine_equals_pytorch(engine_dir, tiny_model, backend):
     s = _scene()
     seg = Segmenter(tiny_model)
     with torch.no_grad():
-        x = seg.pre.images(np.asarray(
-            __import__("PIL.Image", fromlist=["Image"]).fromarray(s.image).resize((64, 64), 2))[None])
+        x = seg.pre.images(resize_rgb(s.image, 64)[None])
         words, m = seg.text_features(s.text)
         ref = tiny_model.segment_features(x, words, m).numpy()
     got = eng.logits(s.image, s.text)
@@ -160,6 +159,22 @@ def test_bench_times_engines_side_by_side_with_profiles(engine_dir):
         assert abs(sum(r["op_profile"].values()) - 1) < 1e-6 and "Gemm" in "".join(r["op_profile"])
         assert r["size_mb"] > 1 and r["load_s"] > 0
     assert "segmenter p50" in markdown(res)
+
+
+def test_resize_rgb_antialiases_when_shrinking_and_keeps_flat_colour():
+    """A camera frame shrunk to the model's size: a 1-pixel checkerboard becomes its mean grey (no aliasing
+    into stripes), a flat colour stays exactly itself, a smooth ramp stays the ramp PIL makes, and a small
+    image is enlarged."""
+    from PIL import Image
+    checker = ((np.indices((480, 640)).sum(0) % 2) * 255).astype(np.uint8)
+    small = resize_rgb(np.repeat(checker[..., None], 3, 2), 128)
+    assert small.shape == (128, 128, 3) and np.abs(small.astype(int) - 127.5).max() <= 3  # nearest would give 0 or 255
+    flat = np.full((480, 640, 3), (200, 30, 90), np.uint8)
+    assert (resize_rgb(flat, 128) == np.array((200, 30, 90), np.uint8)).all()
+    ramp = np.repeat(np.linspace(0, 255, 640, dtype=np.float32)[None, :, None], 480, 0).repeat(3, 2).astype(np.uint8)
+    pil = np.asarray(Image.fromarray(ramp).resize((128, 128), Image.BILINEAR)).astype(int)
+    assert np.abs(resize_rgb(ramp, 128).astype(int) - pil).max() <= 2
+    assert resize_rgb(flat[:40, :50], 128).shape == (128, 128, 3)
 
 
 @pytest.mark.parametrize("height,width", [(480, 640), (37, 53), (128, 128)])
