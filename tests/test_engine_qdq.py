@@ -2,6 +2,7 @@
 its Linear/Conv multiply-adds in integer kernels (read from their optimized graphs), and the stand-ins
 for quantizers that QDQ cannot express are what they say."""
 import collections
+import functools
 import importlib.util
 
 import numpy as np
@@ -90,9 +91,11 @@ def w8a8_engine(tiny_model, tmp_path_factory):
                          batches)
 
 
-@pytest.mark.parametrize("runtime", ["onnxruntime"] + (["openvino"] if HAS_OV else []))
+@pytest.mark.parametrize("runtime", ["onnxruntime"] + (["openvino:f32", "openvino:bf16"] if HAS_OV else []))
 def test_w8a8_runs_at_least_90_percent_of_linear_and_conv_macs_in_integer_kernels(w8a8_engine, runtime):
-    share = {"onnxruntime": ort_integer_share, "openvino": ov_integer_share}[runtime]
+    """On each runtime, and on OpenVINO with its float parts in f32 or bf16 (the default on a bf16 CPU)."""
+    share = {"onnxruntime": ort_integer_share, "openvino:f32": functools.partial(ov_integer_share, precision="f32"),
+             "openvino:bf16": functools.partial(ov_integer_share, precision="bf16")}[runtime]
     for graph in ("segmenter.onnx", "text_encoder.onnx"):
         layers = layer_macs(w8a8_engine / graph)
         assert len(layers) > 10 and all(v["macs"] > 0 for v in layers.values())

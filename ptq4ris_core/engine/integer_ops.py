@@ -91,11 +91,12 @@ def ort_integer_share(path, layers: dict | None = None) -> dict:
     return _share(per_layer)
 
 
-def ov_integer_share(path, layers: dict | None = None, device: str = "CPU") -> dict:
-    """Share of the Linear/Conv multiply-adds that OpenVINO runs at int8/uint8 runtime precision."""
+def ov_integer_share(path, layers: dict | None = None, device: str = "CPU", precision: str = "f32") -> dict:
+    """Share of the Linear/Conv multiply-adds that OpenVINO runs at int8/uint8 runtime precision, with the
+    float parts at ``precision`` (the engine's ``openvino:PRECISION``)."""
     import openvino as ov
     layers = layers if layers is not None else layer_macs(path)
-    compiled = ov.Core().compile_model(str(path), device, {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = ov.Core().compile_model(str(path), device, {"INFERENCE_PRECISION_HINT": precision})
     executed = []
     for op in compiled.get_runtime_model().get_ordered_ops():
         rt = op.get_rt_info()
