@@ -63,13 +63,13 @@ def parse_backend(spec: str, precision: str = "auto") -> tuple[str, str]:
 
 
 def _ov_precision(precision: str, meta: dict, device: str) -> str:
-    """``auto``: f32 for a float engine (it must compute what it says); for a quantized engine, bf16 for the
-    parts that stay float when the device computes bf16 natively (AVX512-BF16, AMX), f32 otherwise. The
+    """``auto``: f32 for a float engine (it must compute what it says); for a quantized engine on the CPU, bf16
+    for the parts that stay float when it computes bf16 natively (AVX512-BF16, AMX), f32 otherwise. The
     quantized engines' accuracy with bf16 is measured in docs/RESULTS.md."""
     if precision != "auto":
         return precision
-    if meta.get("quantization", {}).get("method", "fp32") == "fp32":
-        return "f32"
+    if meta.get("quantization", {}).get("method", "fp32") == "fp32" or device.upper() != "CPU":
+        return "f32"  # other devices: choose their precision yourself (openvino:f16 on a GPU)
     import openvino as ov
     try:
         caps = ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES")
