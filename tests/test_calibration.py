@@ -156,7 +156,14 @@ def test_ptq4ris_options_choose_the_quantizers_they_name():
     assert kinds(split, "fusion", "linear", "post_gelu")["input_quantizer"] == "rorq_channel_split"
     assert kinds(split, "fusion", "matmul", "post_softmax")["a_quantizer"] == "uniform"
     assert kinds(split, "vision", "linear", "generic")["input_quantizer"] == "uniform"
-    for bad in ({"drq": "both"}, {"rorq": "rows"}, {"text_metric": "l3"}):
+    # split_groups=all: the vision encoder's Linear inputs too, but DRQ keeps the post-GELU ones
+    every = get_method("ptq4ris", split_groups="all")
+    assert kinds(every, "vision", "linear", "post_ln")["input_quantizer"] == "rorq_channel_split"
+    assert kinds(every, "vision", "linear", "post_gelu")["input_quantizer"] == "drq_gelu"
+    assert kinds(every, "vision", "matmul", "post_softmax")["a_quantizer"] == "drq_softmax"
+    no_drq = get_method("ptq4ris", split_groups="all", drq=False)
+    assert kinds(no_drq, "vision", "linear", "post_gelu")["input_quantizer"] == "rorq_channel_split"
+    for bad in ({"drq": "both"}, {"rorq": "rows"}, {"text_metric": "l3"}, {"split_groups": "vision"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             get_method("ptq4ris", **bad)
 

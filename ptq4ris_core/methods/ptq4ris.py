@@ -9,7 +9,8 @@ paper's plain uniform (at W4A4 that attention is the most sensitive part of our 
 ``rorq_words``: RORQ also where the fusion reads the text encoder's output (the word projections
 take BERT's outlier channels too); ``split_groups``: RORQ's channel groups without the fold (one
 scale per group, the GEMM split by group when deployed) on the fusion's and decoder's other
-Linear/Conv inputs, which concatenate or multiply features of very different ranges;
+Linear/Conv inputs, which concatenate or multiply features of very different ranges; ``split_groups=all``:
+on the vision encoder's Linear inputs too, except those DRQ quantizes (post-LN channels vary in range);
 ``bias_correction``: each quantized layer's mean output error per channel goes into its bias (image
 layers only: token sequences are mostly padding).
 """
@@ -22,6 +23,7 @@ from .base import Method, register, reparameterize_channels, uniform, weight_q, 
 
 RORQ_VARIANTS = (None, "element", "channel")
 DRQ_VARIANTS = (True, False, "softmax", "gelu")
+SPLIT_GROUP_VARIANTS = (False, True, "all")  # True: fusion and decoder; "all": the vision encoder too
 TEXT_METRICS = ("mse2.4", "hessian", "mse", "cosine")
 
 
@@ -33,7 +35,7 @@ class PTQ4RIS(Method):
     text_metric: str = "mse2.4"
     fusion_attention: bool = False
     rorq_words: bool = False
-    split_groups: bool = False
+    split_groups: bool | str = False
     bias_correction: bool = False
     name = "ptq4ris"
     metric = "hessian"
@@ -44,6 +46,8 @@ class PTQ4RIS(Method):
             raise ValueError(f"drq must be one of {DRQ_VARIANTS}, got {self.drq!r}")
         if self.rorq not in RORQ_VARIANTS:
             raise ValueError(f"rorq must be one of {RORQ_VARIANTS}, got {self.rorq!r}")
+        if self.split_groups not in SPLIT_GROUP_VARIANTS:
+            raise ValueError(f"split_groups must be one of {SPLIT_GROUP_VARIANTS}, got {self.split_groups!r}")
         if self.text_metric not in TEXT_METRICS:
             raise ValueError(f"text_metric must be one of {TEXT_METRICS}, got {self.text_metric!r}")
 
@@ -56,7 +60,7 @@ class PTQ4RIS(Method):
         if info.domain == "text" or self._reads_words(info):
             return self._text(info, s)
         out = self.plain(info, s, act="grid", wt="grid")
-        if self.split_groups and s.a_bits is not None and info.kind != "matmul" and info.domain in ("fusion", "decoder"):
+        if self._split(info) and s.a_bits is not None:
             out["input_quantizer"] = with_strategy(ChannelGroupQuantizer(s.a_bits, 1 if info.kind == "conv" else -1),
                                                    "grid")
         attention = info.kind == "matmul" and info.domain == "fusion" and self.fusion_attention
@@ -69,6 +73,15 @@ class PTQ4RIS(Method):
         elif self.drq in (True, "gelu") and info.role == "post_gelu" and info.kind == "linear":
             out["input_quantizer"] = with_strategy(DualRegionGeluQuantizer(s.a_bits), "grid")
         return out
+
+    def _split(self, info):
+        """Does this layer's input get channel groups (split GEMM)? Never where DRQ quantizes it."""
+        if not self.split_groups or info.kind == "matmul":
+            return False
+        if info.domain in ("fusion", "decoder"):
+            return True
+        drq_gelu = self.drq in (True, "gelu") and info.role == "post_gelu"
+        return self.split_groups == "all" and info.domain == "vision" and not drq_gelu
 
     @staticmethod
     def _on_tokens(info):
