@@ -3,6 +3,9 @@ import os
 # Everything loads offline; a test that tried the network would hang or fail here.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# OpenVINO's compile cache goes to a folder of this run's own, not the user's ~/.cache (inherited by the
+# node processes the ROS tests start).
+os.environ.setdefault("PTQ4RIS_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="ptq4ris-test-ov-cache-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -1,4 +1,5 @@
 """The FP32 engine: export round trip on both runtimes, the meta.json checks, the text cache, bad input."""
+import copy
 import json
 import shutil
 
@@ -116,6 +117,42 @@ def test_openvino_properties_reach_the_compiled_graph_and_bad_ones_are_named(eng
         Engine.load(engine_dir, backend="openvino", openvino_config={"NO_SUCH_PROPERTY": 1})
 
 
+def test_openvino_compile_cache_fills_imports_and_never_serves_a_changed_graph(engine_dir, tiny_model, tmp_path,
+                                                                              caplog):
+    pytest.importorskip("openvino")
+    cache = tmp_path / "cache"
+    s = _scene()
+    cold = Engine.load(engine_dir, backend="openvino", cache_dir=cache)
+    files = lambda: sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file())  # noqa: E731
+    blobs = files()
+    assert len(blobs) == 2  # one compiled blob per graph
+    again = Engine.load(engine_dir, backend="openvino", cache_dir=cache)
+    assert files() == blobs  # imported, nothing compiled anew
+    assert np.array_equal(cold.logits(s.image, s.text), again.logits(s.image, s.text))
+    Engine.load(engine_dir, backend="openvino", cache_dir=None)
+    Engine.load(engine_dir, backend="openvino", cache_dir=cache, verify=False)  # unverified: never cached
+    assert files() == blobs
+    # a folder that cannot be made: one warning, and the engine still loads (compiling)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with caplog.at_level("WARNING"):
+        eng = Engine.load(engine_dir, backend="openvino", cache_dir=blocker / "cache")
+    assert "compile cache" in caplog.text and "PTQ4RIS_CACHE_DIR" in caplog.text
+    assert np.array_equal(eng.logits(s.image, s.text), cold.logits(s.image, s.text))
+    # another engine exported to the same folder is compiled, not served the old one's blob
+    folder = tmp_path / "eng"
+    shutil.copytree(engine_dir, folder)
+    old = Engine.load(folder, backend="openvino", cache_dir=cache).logits(s.image, s.text)
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        other.decoder.classifier.bias += 1.0
+    shutil.rmtree(folder)
+    export_engine(other, folder, {"model": "tiny"})
+    new = Engine.load(folder, backend="openvino", cache_dir=cache).logits(s.image, s.text)
+    ref = Engine.load(folder, backend="openvino", cache_dir=None).logits(s.image, s.text)
+    assert np.array_equal(new, ref) and not np.allclose(new, old)
+
+
 def test_backend_spec_with_float_precision_and_its_errors(engine_dir):
     from ptq4ris_core.engine.engine import parse_backend
     assert parse_backend("openvino:bf16") == ("openvino", "bf16")
@@ -157,7 +194,7 @@ def test_bench_times_engines_side_by_side_with_profiles(engine_dir):
     for r in (a, b):
         assert 0 < r["seg_ms"]["p50"] <= r["seg_ms"]["p99"] and r["segment_ms"]["p50"] > 0
         assert abs(sum(r["op_profile"].values()) - 1) < 1e-6 and "Gemm" in "".join(r["op_profile"])
-        assert r["size_mb"] > 1 and r["load_s"] > 0
+        assert r["size_mb"] > 1 and r["load_s"] > 0 and r["load_cached_s"] > 0
     assert "segmenter p50" in markdown(res)
 
 

@@ -1,6 +1,8 @@
 """``Engine``: load an engine folder, check it, and segment images on ONNX Runtime or OpenVINO."""
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,29 @@ from .artifact import SEG_GRAPH, TEXT_GRAPH, EngineError, read_meta
 
 BACKENDS = ("auto", "onnxruntime", "openvino")
 PRECISIONS = ("auto", "f32", "bf16", "f16")  # the float parts' precision; OpenVINO's choice, ONNX Runtime's is f32
+log = logging.getLogger(__name__)
+
+
+def ov_cache_dir(cache_dir="auto") -> str | None:
+    """Where OpenVINO keeps compiled engines, so that a second load imports instead of compiling (compiling
+    a W4A8 engine takes about 2 s on a 2-core CPU). ``auto``: $PTQ4RIS_CACHE_DIR, else
+    $XDG_CACHE_HOME/ptq4ris/openvino, else ~/.cache/ptq4ris/openvino; None: no cache. A folder that cannot
+    be created is skipped with a warning: the engine then compiles at every load."""
+    if cache_dir is None:
+        return None
+    if cache_dir == "auto":
+        cache_dir = os.environ.get("PTQ4RIS_CACHE_DIR") or Path(
+            os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ptq4ris" / "openvino"
+    path = Path(cache_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(f"{path} is not writable")
+    except OSError as e:
+        log.warning("OpenVINO compile cache %s unusable (%s); engines compile at every load "
+                    "(set PTQ4RIS_CACHE_DIR to a writable folder)", path, e)
+        return None
+    return str(path)
 
 
 class _OrtRunner:
@@ -33,10 +58,11 @@ class _OrtRunner:
 
 
 class _OvRunner:
-    def __init__(self, path, device, threads, precision, extra=None):
+    def __init__(self, path, device, threads, precision, extra=None, cache_dir=None):
         import openvino as ov
         core = ov.Core()
-        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision, **(extra or {})}
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision,
+                  **({"CACHE_DIR": cache_dir} if cache_dir else {}), **(extra or {})}
         try:
             self.compiled = core.compile_model(str(path), device, config)
         except Exception as e:  # noqa: BLE001
@@ -107,12 +133,14 @@ class Engine:
 
     @classmethod
     def load(cls, path, backend: str = "auto", providers=None, device: str = "CPU", threads: int = 2,
-             verify: bool = True, precision: str = "auto", openvino_config: dict | None = None) -> "Engine":
+             verify: bool = True, precision: str = "auto", openvino_config: dict | None = None,
+             cache_dir="auto") -> "Engine":
         """``backend``: auto | onnxruntime | openvino, optionally with the float precision after a colon
         (``openvino:bf16``). ``providers``: ONNX Runtime execution providers. ``device``: OpenVINO device
         (CPU, GPU, NPU). ``precision``: the float parts' precision on OpenVINO (auto, f32, bf16, f16; auto: f32
         for a float engine, bf16 for a quantized one where the CPU has it). ``openvino_config``: more
-        OpenVINO properties, e.g. {"PERFORMANCE_HINT": "LATENCY"}."""
+        OpenVINO properties, e.g. {"PERFORMANCE_HINT": "LATENCY"}. ``cache_dir``: OpenVINO's compile cache
+        (``ov_cache_dir``; None, or ``verify=False``, compiles at every load)."""
         folder = Path(path)
         backend, precision = parse_backend(backend, precision)
         meta = read_meta(folder, verify=verify)
@@ -126,7 +154,12 @@ class Engine:
         else:
             if providers:
                 raise EngineError("providers are ONNX Runtime's; for OpenVINO choose device= (CPU, GPU, NPU)")
-            runners = [_OvRunner(folder / g, device, threads, precision, openvino_config) for g in (TEXT_GRAPH, SEG_GRAPH)]
+            # OpenVINO serves a blob for the same file path even after the file was rewritten (tested), so
+            # each graph caches under its own SHA-256, which only a verified load can trust.
+            cache = ov_cache_dir(cache_dir) if verify else None
+            runners = [_OvRunner(folder / g, device, threads, precision, openvino_config,
+                                 cache and str(Path(cache) / meta["files"][g][:32]))
+                       for g in (TEXT_GRAPH, SEG_GRAPH)]
         from transformers import BertTokenizerFast
         try:
             tok = BertTokenizerFast.from_pretrained(str(folder))
