@@ -4,6 +4,7 @@
 # (or: ptq4ris calibrate --preset calibration/W8A8.yaml --out runs/cells/ptq4ris_W8A8), the W4A8 preset:
 #   ptq4ris table --methods ptq4ris@preset --bits W4A8 --out docs/results/w4a8_preset --save runs/cells
 # and the W4A4 preset:             ptq4ris calibrate --preset calibration/W4A4.yaml --out runs/cells/w4a4_preset
+# (docs/RESULTS.md's v2 engine figures used --calib 64, the preset's size before it moved to 128)
 # OpenVINO runs each engine twice: float parts in f32, and in bf16 (the default for quantized engines on a
 # CPU with AVX512-BF16; 'openvino' alone means that default).
 set -euo pipefail

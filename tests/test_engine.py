@@ -132,6 +132,13 @@ def test_openvino_compile_cache_fills_imports_and_never_serves_a_changed_graph(e
     Engine.load(engine_dir, backend="openvino", cache_dir=None)
     Engine.load(engine_dir, backend="openvino", cache_dir=cache, verify=False)  # unverified: never cached
     assert files() == blobs
+    # other compile settings get their own blob: an f32 load after a bf16 one computes f32
+    # (bf16 first: OpenVINO's own key would hand its blob to the f32 load)
+    both = tmp_path / "both"
+    Engine.load(engine_dir, backend="openvino:bf16", cache_dir=both)
+    f32 = Engine.load(engine_dir, backend="openvino:f32", cache_dir=both)
+    assert len([p for p in both.rglob("*") if p.is_file()]) == 4
+    assert np.array_equal(f32.logits(s.image, s.text), cold.logits(s.image, s.text))
     # a folder that cannot be made: one warning, and the engine still loads (compiling)
     blocker = tmp_path / "a_file"
     blocker.write_text("")

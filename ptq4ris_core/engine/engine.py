@@ -57,6 +57,16 @@ class _OrtRunner:
         return self.sess.run(None, feeds)
 
 
+def _cache_key(root: str, graph_sha: str, *settings) -> str:
+    """One cache folder per graph and compile settings. OpenVINO's own key misses both (tested): it serves
+    the blob of a rewritten file at the same path, and a bf16 blob to an f32 load. The graph's SHA-256 is
+    the one a verified load has checked."""
+    import hashlib
+    import json
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    return str(Path(root) / graph_sha[:32] / digest[:16])
+
+
 class _OvRunner:
     def __init__(self, path, device, threads, precision, extra=None, cache_dir=None):
         import openvino as ov
@@ -154,11 +164,10 @@ class Engine:
         else:
             if providers:
                 raise EngineError("providers are ONNX Runtime's; for OpenVINO choose device= (CPU, GPU, NPU)")
-            # OpenVINO serves a blob for the same file path even after the file was rewritten (tested), so
-            # each graph caches under its own SHA-256, which only a verified load can trust.
             cache = ov_cache_dir(cache_dir) if verify else None
             runners = [_OvRunner(folder / g, device, threads, precision, openvino_config,
-                                 cache and str(Path(cache) / meta["files"][g][:32]))
+                                 cache and _cache_key(cache, meta["files"][g], device, threads, precision,
+                                                      openvino_config))
                        for g in (TEXT_GRAPH, SEG_GRAPH)]
         from transformers import BertTokenizerFast
         try:
