@@ -1,6 +1,8 @@
 """``Engine``: load an engine folder, check it, and segment images on ONNX Runtime or OpenVINO."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -61,8 +63,6 @@ def _cache_key(root: str, graph_sha: str, *settings) -> str:
     """One cache folder per graph and compile settings. OpenVINO's own key misses both (tested): it serves
     the blob of a rewritten file at the same path, and a bf16 blob to an f32 load. The graph's SHA-256 is
     the one a verified load has checked."""
-    import hashlib
-    import json
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
     return str(Path(root) / graph_sha[:32] / digest[:16])
 
