@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections import defaultdict
@@ -110,36 +109,39 @@ def _load_again(folder, backend, threads, cache) -> float:
     return seconds
 
 
+def _set_up(folder, backend, threads, cache, image, text, warmup) -> dict:
+    """Load one engine (timed, and timed again from the compile cache), warm it up, and note what it added
+    to the process's memory."""
+    before = _rss_mb()
+    t = time.perf_counter()
+    if backend == "pytorch":
+        from ..models.store import DEFAULT_WEIGHTS
+        eng = TorchEager(folder, threads)
+        folder = DEFAULT_WEIGHTS.parent if folder == "default" else Path(folder).parent
+    else:
+        eng = Engine.load(folder, backend=backend, threads=threads, cache_dir=cache)
+    load_s = time.perf_counter() - t
+    words, m = eng.text_features(text)
+    feeds = {"image": eng.preprocess(image), "words": words, "word_mask": m}
+    for _ in range(warmup):
+        eng._seg(feeds)
+        eng.segment(image, text)
+    row = {"engine": str(folder), "backend": eng.backend, "precision": getattr(eng, "precision", "f32"),
+           "describe": eng.describe(), "size_mb": size_on_disk_mb(folder), "load_s": load_s, "feeds": feeds,
+           "eng": eng, "seg_ms": [], "segment_ms": [], "rss_added_mb": _rss_mb() - before}  # after its warm-up
+    row["load_cached_s"] = None if backend == "pytorch" else _load_again(folder, backend, threads, cache)
+    return row
+
+
 def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int = 10, threads: int = 2,
           profile: bool = True, progress: bool = True, torch_model: str | None = None, block: int = 5) -> dict:
     """``torch_model``: also time that model in PyTorch eager (last row)."""
     image, text = _frame()
-    rows = []
     jobs = [(folder, backend) for folder in engines for backend in backends]
     if torch_model:
         jobs.append((torch_model, "pytorch"))
-    cache = tempfile.mkdtemp(prefix="ptq4ris-bench-cache-")  # empty: the first load of each engine compiles
-    for folder, backend in jobs:
-        before = _rss_mb()
-        t = time.perf_counter()
-        if backend == "pytorch":
-            from ..models.store import DEFAULT_WEIGHTS
-            eng = TorchEager(folder, threads)
-            folder = DEFAULT_WEIGHTS.parent if folder == "default" else Path(folder).parent
-        else:
-            eng = Engine.load(folder, backend=backend, threads=threads, cache_dir=cache)
-        load_s = time.perf_counter() - t
-        words, m = eng.text_features(text)
-        feeds = {"image": eng.preprocess(image), "words": words, "word_mask": m}
-        for _ in range(warmup):
-            eng._seg(feeds)
-            eng.segment(image, text)
-        rows.append({"engine": str(folder), "backend": eng.backend, "precision": getattr(eng, "precision", "f32"),
-                     "describe": eng.describe(),
-                     "size_mb": size_on_disk_mb(folder), "load_s": load_s, "feeds": feeds, "eng": eng,
-                     "seg_ms": [], "segment_ms": [], "rss_added_mb": _rss_mb() - before})  # after its warm-up
-        rows[-1]["load_cached_s"] = _load_again(folder, backend, threads, cache) if backend != "pytorch" else load_s
-    shutil.rmtree(cache, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="ptq4ris-bench-cache-") as cache:  # empty: first loads compile
+        rows = [_set_up(folder, backend, threads, cache, image, text, warmup) for folder, backend in jobs]
     # Interleaved in blocks: each engine runs a few calls in a row and the first of each block is not
     # recorded, because a runtime's worker threads go idle (or keep spinning) while the others run;
     # the blocks rotate, so the machine's noise still falls on every engine alike.
@@ -173,6 +175,10 @@ def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int 
             "frame": list(image.shape), "rows": out}
 
 
+def _seconds(s) -> str:
+    return "–" if s is None else f"{s:.2f}"
+
+
 def markdown(result: dict, top_ops: int = 6) -> str:
     lines = ["| engine | runtime | size (MB) | load (s), first / again | segmenter p50 / p90 / p99 (ms) | segment() p50 / p90 / p99 (ms) "
              "| speed-up (segmenter, segment()) | smaller | RSS added (MB) |", "|---|---|---|---|---|---|---|---|---|"]
@@ -180,7 +186,7 @@ def markdown(result: dict, top_ops: int = 6) -> str:
         return Path(r["engine"]).name, runtime_label(r["backend"], r.get("precision", "f32"))
     for r in result["rows"]:
         s, g = r["seg_ms"], r["segment_ms"]
-        lines.append(f"| {' | '.join(names(r))} | {r['size_mb']:.1f} | {r['load_s']:.2f} / {r.get('load_cached_s', r['load_s']):.2f} | "
+        lines.append(f"| {' | '.join(names(r))} | {r['size_mb']:.1f} | {r['load_s']:.2f} / {_seconds(r.get('load_cached_s'))} | "
                      f"{s['p50']:.2f} / {s['p90']:.2f} / {s['p99']:.2f} | {g['p50']:.2f} / {g['p90']:.2f} / {g['p99']:.2f} | "
                      f"{r['speedup_vs_first']['seg_ms']:.2f}x, {r['speedup_vs_first']['segment_ms']:.2f}x | "
                      f"{r['smaller_than_first']:.2f}x | {r['rss_added_mb']:.0f} |")

@@ -39,6 +39,14 @@ def ov_cache_dir(cache_dir="auto") -> str | None:
     return str(path)
 
 
+def _cache_key(root: str, graph_sha: str, *settings) -> str:
+    """One cache folder per graph and compile settings. OpenVINO's own key misses both (tested): it serves
+    the blob of a rewritten file at the same path, and a bf16 blob to an f32 load. The graph's SHA-256 is
+    the one a verified load has checked."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    return str(Path(root) / graph_sha[:32] / digest[:16])
+
+
 class _OrtRunner:
     def __init__(self, path, providers, threads):
         import onnxruntime as ort
@@ -57,14 +65,6 @@ class _OrtRunner:
 
     def __call__(self, feeds):
         return self.sess.run(None, feeds)
-
-
-def _cache_key(root: str, graph_sha: str, *settings) -> str:
-    """One cache folder per graph and compile settings. OpenVINO's own key misses both (tested): it serves
-    the blob of a rewritten file at the same path, and a bf16 blob to an f32 load. The graph's SHA-256 is
-    the one a verified load has checked."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-    return str(Path(root) / graph_sha[:32] / digest[:16])
 
 
 class _OvRunner:
