@@ -174,7 +174,7 @@ def cmd_bench(a):
     from .engine.bench import bench, markdown
     backends = [b for b in a.backend.split(",") if b]
     res = bench(a.engine, backends, runs=a.runs, warmup=a.warmup, threads=a.threads, profile=not a.no_profile,
-                torch_model=a.torch)
+                torch_model=a.torch, settle_ms=a.settle_ms)
     text = markdown(res)
     print(text)
     if a.markdown:
@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="time engines side by side (interleaved, batch 1), with op profiles",
                         description="Loads every engine on every --backend in one process and times them in "
                         "turn, round after round: the segmenter graph alone and the whole segment() call on a "
-                        "640x480 frame. Prints p50/p90/p99, ratios to the first row, size, load time, memory, "
+                        "640x480 frame, each turn timed after a short untimed settle. Prints p50/p90/p99, ratios to the first row, size, load time, memory, "
                         "and where each segmenter's time goes by op type.")
     bn.add_argument("--engine", action="append", required=True, help="an engine folder; repeat for each")
     bn.add_argument("--backend", default="onnxruntime", help="comma-separated runtimes, each " + BACKEND_HELP +
@@ -401,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--runs", type=int, default=200, help="timed rounds (default 200)")
     bn.add_argument("--warmup", type=int, default=20)
     bn.add_argument("--threads", type=int, default=2)
+    bn.add_argument("--settle-ms", type=float, default=60.0,
+                    help="untimed calls at the start of each engine's turn, so that the previous runtime's "
+                    "spinning worker threads are gone before timing (default 60 ms)")
     bn.add_argument("--no-profile", action="store_true", help="skip the op-type profile")
     bn.add_argument("--torch", metavar="MODEL", help="also time this model (e.g. default) in PyTorch FP32 eager")
     bn.add_argument("--json", help="write the full result here")

@@ -49,6 +49,22 @@ def test_text_graph_runs_once_per_distinct_command(engine_dir):
     assert eng.text_encodes == 2
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_new_command_or_image_reaches_the_graph(engine_dir, tiny_model, backend):
+    """OpenVINO keeps a command's word features bound between frames: each new command and each new image must
+    still be what the graph reads (against PyTorch, command by command and frame by frame)."""
+    eng, seg = Engine.load(engine_dir, backend=backend), Segmenter(tiny_model)
+    a, b = _scene(), _scene((64, 80))
+    b_image = np.ascontiguousarray(np.flip(a.image, 1))
+    for image, text in [(a.image, "the red circle"), (a.image, "the blue star at the top"), (b_image, "the blue star at the top"),
+                        (a.image, "the red circle")]:
+        with torch.no_grad():
+            words, m = seg.text_features(text)
+            ref = tiny_model.segment_features(seg.pre.images(resize_rgb(image, 64)[None]), words, m).numpy()
+        assert np.abs(eng.logits(image, text) - ref).max() < 1e-3
+    assert eng.text_encodes == 3
+
+
 def test_meta_json_checks(engine_dir, tmp_path):
     bad = tmp_path / "eng"
     shutil.copytree(engine_dir, bad)
@@ -202,7 +218,20 @@ def test_bench_times_engines_side_by_side_with_profiles(engine_dir):
         assert 0 < r["seg_ms"]["p50"] <= r["seg_ms"]["p99"] and r["segment_ms"]["p50"] > 0
         assert abs(sum(r["op_profile"].values()) - 1) < 1e-6 and "Gemm" in "".join(r["op_profile"])
         assert r["size_mb"] > 1 and r["load_s"] > 0 and r["load_cached_s"] > 0
+    assert res["runs"] == 5 and res["settle_ms"] == 60.0  # one round of five timed calls, after the settle
     assert "segmenter p50" in markdown(res)
+
+
+def test_bench_block_times_only_after_its_settle():
+    """Each engine's turn: untimed calls for the settle time (at least one), then exactly n timed ones."""
+    import time
+
+    from ptq4ris_core.engine.bench import _block
+    calls = []
+    t0 = time.perf_counter()
+    times = _block(lambda: calls.append(time.perf_counter()), 0.02, 4)
+    assert len(times) == 4 and all(t >= 0 for t in times)
+    assert len(calls) > 4 and calls[-4] - t0 >= 0.02  # the first timed call starts after the settle
 
 
 def test_resize_rgb_antialiases_when_shrinking_and_keeps_flat_colour():

@@ -22,6 +22,7 @@ from ptq4ris_core.models import Preprocessor
 from ptq4ris_core.nn import QuantConv2d, QuantLinear
 from ptq4ris_core.quant.functional import GELU_MIN
 from ptq4ris_core.calib.search import init_from_stats
+from ptq4ris_core.data import SceneGenerator
 from ptq4ris_core.quant.quantizers import (ChannelGroupQuantizer, DualRegionGeluQuantizer, ElementGroupQuantizer,
                                            UniformQuantizer)
 
@@ -38,12 +39,13 @@ def _calibrated(model, method, bits):
 def test_qdq_segmenter_matches_deploy_simulation_and_runs_integer_kernels(tiny_model, tmp_path, method, bits, symmetric):
     q, batches = _calibrated(tiny_model, method, bits)
     img, ids, m = example_batch(tiny_model.cfg)
+    pixels = SceneGenerator(tiny_model.cfg.image_size).sample("train", 0).image[None]  # img, before normalising
     path, opt = tmp_path / "seg.onnx", tmp_path / "seg_opt.onnx"
     with torch.no_grad():
         words = q.text_encoder(ids, m)
         with deploy_mode(q, batches, symmetric) as how:
             sim = q.segment_features(img, words, m).numpy()
-            _export(_Segmenter(q), (img, words, m), path, ["image", "words", "word_mask"], ["logits"])
+            _export(_Segmenter(q), (torch.from_numpy(pixels), words, m), path, ["image", "words", "word_mask"], ["logits"])
     seg = {n: h for n, h in how.items() if not n.startswith("text_encoder.")}
     wrapped = {n: type(mod) for n, mod in q.named_modules() if isinstance(mod, (QuantLinear, QuantConv2d))
                and not n.startswith("text_encoder.") and mod.weight_quantizer is not None
@@ -62,7 +64,7 @@ def test_qdq_segmenter_matches_deploy_simulation_and_runs_integer_kernels(tiny_m
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(opt)
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    out = sess.run(None, {"image": img.numpy(), "words": words.numpy(), "word_mask": m.numpy()})[0]
+    out = sess.run(None, {"image": pixels, "words": words.numpy(), "word_mask": m.numpy()})[0]
     # QLinearConv requantizes in integer arithmetic: a rare element may land one output step away.
     assert np.abs(out - sim).mean() < 1e-3 and np.abs(out - sim).max() < 0.1
     ops = collections.Counter(n.op_type for n in onnx.load(opt).graph.node)

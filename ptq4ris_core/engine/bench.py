@@ -51,11 +51,15 @@ class TorchEager:
         torch.set_num_threads(threads)
         self.torch, self.name = torch, model_name
         self.seg = Segmenter(load_model(model_name))
-        self.text_features = self.seg.text_features
+        self.text_features = self.seg.text_features  # (words, mask): PyTorch runs the model as trained
 
     def preprocess(self, image):
         from ..segment import resize_rgb
         return self.seg.pre.images(resize_rgb(image, self.seg.model.cfg.image_size)[None])
+
+    def feeds(self, image, text):
+        words, mask = self.text_features(text)
+        return {"image": self.preprocess(image), "words": words, "word_mask": mask}
 
     def _seg(self, feeds):
         with self.torch.no_grad():
@@ -121,8 +125,7 @@ def _set_up(folder, backend, threads, cache, image, text, warmup) -> dict:
     else:
         eng = Engine.load(folder, backend=backend, threads=threads, cache_dir=cache)
     load_s = time.perf_counter() - t
-    words, m = eng.text_features(text)
-    feeds = {"image": eng.preprocess(image), "words": words, "word_mask": m}
+    feeds = eng.feeds(image, text)
     for _ in range(warmup):
         eng._seg(feeds)
         eng.segment(image, text)
@@ -133,28 +136,40 @@ def _set_up(folder, backend, threads, cache, image, text, warmup) -> dict:
     return row
 
 
+def _block(call, settle_s: float, n: int) -> list[float]:
+    """``n`` timed calls (ms) after ``settle_s`` of untimed ones: the runtime that ran before may still have
+    worker threads spinning on these two cores (ONNX Runtime's spin for about 30 ms after its last call and
+    halve the next runtime's speed meanwhile; measured in docs/RESULTS.md), which is a cost of timing two
+    runtimes in one process, not of either engine."""
+    t_end = time.perf_counter() + settle_s
+    call()
+    while time.perf_counter() < t_end:
+        call()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        call()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
 def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int = 10, threads: int = 2,
-          profile: bool = True, progress: bool = True, torch_model: str | None = None, block: int = 5) -> dict:
-    """``torch_model``: also time that model in PyTorch eager (last row)."""
+          profile: bool = True, progress: bool = True, torch_model: str | None = None, block: int = 5,
+          settle_ms: float = 60.0) -> dict:
+    """``torch_model``: also time that model in PyTorch eager (last row). Each engine runs ``block`` timed
+    calls in a row, after ``settle_ms`` of untimed ones (``_block``)."""
     image, text = _frame()
     jobs = [(folder, backend) for folder in engines for backend in backends]
     if torch_model:
         jobs.append((torch_model, "pytorch"))
     with tempfile.TemporaryDirectory(prefix="ptq4ris-bench-cache-") as cache:  # empty: first loads compile
         rows = [_set_up(folder, backend, threads, cache, image, text, warmup) for folder, backend in jobs]
-    # Interleaved in blocks: each engine runs a few calls in a row and the first of each block is not
-    # recorded, because a runtime's worker threads go idle (or keep spinning) while the others run;
-    # the blocks rotate, so the machine's noise still falls on every engine alike.
-    rounds = -(-runs // (block - 1))
+    # Interleaved: the engines take turns, round after round, so the machine's noise falls on every engine alike.
+    rounds = -(-runs // block)
     for _ in tqdm(range(rounds), desc="bench", unit="round", disable=not progress, dynamic_ncols=True):
         for r in rows:
-            for key, call in (("seg_ms", lambda r=r: r["eng"]._seg(r["feeds"])),
-                              ("segment_ms", lambda r=r: r["eng"].segment(image, text))):
-                for k in range(block):
-                    t = time.perf_counter()
-                    call()
-                    if k:
-                        r[key].append((time.perf_counter() - t) * 1000)
+            r["seg_ms"] += _block(lambda r=r: r["eng"]._seg(r["feeds"]), settle_ms / 1000, block)
+            r["segment_ms"] += _block(lambda r=r: r["eng"].segment(image, text), settle_ms / 1000, block)
     out = []
     for r in rows:
         res = {k: r[k] for k in ("engine", "backend", "precision", "describe", "size_mb", "load_s", "load_cached_s",
@@ -171,7 +186,7 @@ def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int 
     for res in out:
         res["speedup_vs_first"] = {k: first[k]["p50"] / res[k]["p50"] for k in ("seg_ms", "segment_ms")}
         res["smaller_than_first"] = first["size_mb"] / res["size_mb"]
-    return {"runs": rounds * (block - 1), "block": block, "warmup": warmup, "threads": threads,
+    return {"runs": rounds * block, "block": block, "settle_ms": settle_ms, "warmup": warmup, "threads": threads,
             "frame": list(image.shape), "rows": out}
 
 

@@ -62,6 +62,8 @@ class _OrtRunner:
             self.sess = ort.InferenceSession(str(path), so, providers=providers)
         except Exception as e:  # noqa: BLE001 - ORT raises its own types; name the file
             raise EngineError(f"ONNX Runtime cannot load {path} ({str(e).splitlines()[0]}); re-export the engine") from e
+        self.inputs = [i.name for i in self.sess.get_inputs()]
+        self.outputs = [{o.name} for o in self.sess.get_outputs()]  # each output's names
 
     def __call__(self, feeds):
         return self.sess.run(None, feeds)
@@ -77,10 +79,21 @@ class _OvRunner:
             self.compiled = core.compile_model(str(path), device, config)
         except Exception as e:  # noqa: BLE001
             raise EngineError(f"OpenVINO cannot compile {path} for {device} ({str(e).splitlines()[0]})") from e
+        self.inputs = [i.get_any_name() for i in self.compiled.inputs]
+        self.outputs = [set(o.get_names()) for o in self.compiled.outputs]  # one tensor may carry several names
+        self.request, self._bound = self.compiled.create_infer_request(), {}
 
     def __call__(self, feeds):
-        res = self.compiled(feeds)
-        return [res[o] for o in self.compiled.outputs]
+        # Inputs are bound without a copy, and only when they change: the command's word features stay
+        # bound from one frame to the next.
+        import openvino as ov
+        for name, array in feeds.items():
+            if self._bound.get(name, (None,))[0] is not array:
+                data = np.ascontiguousarray(array)  # kept here while bound: the tensor reads its memory
+                self.request.set_tensor(name, ov.Tensor(data, shared_memory=True))
+                self._bound[name] = (array, data)
+        self.request.infer()
+        return [self.request.get_tensor(o).data.copy() for o in self.compiled.outputs]
 
 
 def parse_backend(spec: str, precision: str = "auto") -> tuple[str, str]:
@@ -134,11 +147,13 @@ class Engine:
                  precision: str = "f32"):
         self.folder, self.meta, self.backend, self.precision = folder, meta, backend, precision
         self._text, self._seg, self.tokenizer = text_runner, seg_runner, tokenizer
-        inp = meta["input"]
-        self.size = int(inp["image_size"])
-        self.mean = np.array(inp["mean"], np.float32) * 255
-        self.std = np.array(inp["std"], np.float32) * 255
+        self.size = int(meta["input"]["image_size"])
         self.max_tokens = int(meta["tokenizer"]["max_tokens"])
+        wanted = set(seg_runner.inputs) - {"image"}  # what the text graph must give the segmenter
+        self._text_names = [sorted(names & wanted) for names in text_runner.outputs]
+        if {n for names in self._text_names for n in names} != wanted:
+            raise EngineError(f"{folder}: the segmenter takes {seg_runner.inputs}, but the text graph gives "
+                              f"{text_runner.outputs} and the image; the graphs come from different exports, re-export")
         self.text_features = TextCache(tokenizer, self.max_tokens, self._encode)
 
     @classmethod
@@ -176,11 +191,13 @@ class Engine:
             raise EngineError(f"the tokenizer files in {folder} cannot be read ({e}); re-export the engine") from e
         return cls(folder, meta, backend, runners[0], runners[1], tok, precision)
 
-    def _encode(self, text: str):
+    def _encode(self, text: str) -> dict:
+        """The command's word features and mask, as the segmenter takes them: {input name: array}."""
         enc = self.tokenizer([text], padding="max_length", truncation=True, max_length=self.max_tokens,
                              return_tensors="np")
         ids, m = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
-        return self._text({"input_ids": ids, "attention_mask": m})[0], m
+        arrays = self._text({"input_ids": ids, "attention_mask": m})
+        return {name: a for names, a in zip(self._text_names, arrays) for name in names}
 
     @property
     def runtime(self) -> str:
@@ -191,12 +208,15 @@ class Engine:
         return self.text_features.encodes
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
-        x = (resize_rgb(image, self.size).astype(np.float32) - self.mean) / self.std
-        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        """(H, W, 3) uint8 RGB → the segmenter's image input: (1, S, S, 3) uint8 (the graph normalises)."""
+        return resize_rgb(image, self.size)[None]
+
+    def feeds(self, image: np.ndarray, text: str) -> dict:
+        """The segmenter's inputs: the preprocessed image and the command's cached word features and mask."""
+        return {"image": self.preprocess(image), **self.text_features(text)}
 
     def _run(self, image: np.ndarray, text: str) -> np.ndarray:
-        words, m = self.text_features(text)
-        return self._seg({"image": self.preprocess(image), "words": words, "word_mask": m})[0]
+        return self._seg(self.feeds(image, text))[0]
 
     def logits(self, image: np.ndarray, text: str) -> np.ndarray:
         """Raw (1, 2, S, S) mask logits at the model's input size."""

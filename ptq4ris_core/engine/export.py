@@ -11,19 +11,37 @@ import torch
 from torch import nn
 
 from ..models.text_encoder import minilm_dir
-from .artifact import SEG_GRAPH, TEXT_GRAPH, TOKENIZER_FILES, write_meta
+from .artifact import SEG_GRAPH, TEXT_GRAPH, TEXT_OUTPUTS, TOKENIZER_FILES, write_meta
 from .qdq import has_packed_weights
 
 OPSET = 17
 
 
-class _Segmenter(nn.Module):
+class _TextEncoder(nn.Module):
+    """Token ids and mask → word features and mask: the part of the model that runs once per command."""
+
     def __init__(self, model):
         super().__init__()
         self.model = model
 
+    def forward(self, ids, mask):
+        return self.model.text_encoder(ids, mask), mask.clone()
+
+
+class _Segmenter(nn.Module):
+    """Image + word features → mask logits: the part that runs every frame. The image comes as the
+    camera gives it after resizing, (1, S, S, 3) uint8 RGB: the graph normalises it, where the runtime fuses
+    the arithmetic, instead of a float copy in NumPy per frame."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(model.cfg.mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(model.cfg.std).view(1, 3, 1, 1) * 255, persistent=False)
+
     def forward(self, image, words, word_mask):
-        return self.model.segment_features(image, words, word_mask)
+        x = (image.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        return self.model.segment_features(x, words, word_mask)
 
 
 def _export(module, args, path, inputs, outputs):
@@ -39,15 +57,14 @@ def _export(module, args, path, inputs, outputs):
 
 
 def _export_graphs(model, out: Path):
-    cfg = model.cfg
-    ids = torch.full((1, cfg.max_tokens), 0, dtype=torch.int64)
-    ids[0, :4] = torch.tensor([101, 2417, 4418, 102])
+    ids = torch.full((1, model.cfg.max_tokens), 0, dtype=torch.int64)
+    ids[0, :4] = torch.tensor([101, 2417, 4418, 102])  # "red circle"
     mask = (ids != 0).to(torch.int64)
-    _export(model.text_encoder, (ids, mask), out / TEXT_GRAPH, ["input_ids", "attention_mask"], ["words"])
+    _export(_TextEncoder(model), (ids, mask), out / TEXT_GRAPH, ["input_ids", "attention_mask"], list(TEXT_OUTPUTS))
     with torch.no_grad():
         words = model.text_encoder(ids, mask)
-    image = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
-    _export(_Segmenter(model), (image, words, mask), out / SEG_GRAPH, ["image", "words", "word_mask"], ["logits"])
+    image = torch.zeros(1, model.cfg.image_size, model.cfg.image_size, 3, dtype=torch.uint8)
+    _export(_Segmenter(model), (image, words, mask), out / SEG_GRAPH, ["image", *TEXT_OUTPUTS], ["logits"])
 
 
 def export_engine(model, out: str | Path, info: dict | None = None, batches=None, symmetric: bool = False,
@@ -86,7 +103,7 @@ def export_engine(model, out: str | Path, info: dict | None = None, batches=None
     meta = {"model": {"name": (info or {}).get("model", "default"), "config": cfg.to_dict(),
                       "weights_sha256": (info or {}).get("weights_sha256")},
             "quantization": quant,
-            "input": {"image_size": cfg.image_size, "layout": "NCHW", "mean": list(cfg.mean), "std": list(cfg.std),
+            "input": {"image_size": cfg.image_size, "layout": "NHWC", "dtype": "uint8", "mean": list(cfg.mean), "std": list(cfg.std),
                       "color": "RGB"},
             "tokenizer": {"max_tokens": cfg.max_tokens, "lowercase": True},
             "opset": OPSET,

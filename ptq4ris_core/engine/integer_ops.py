@@ -66,7 +66,7 @@ def _run_shapes(model, names: list[str]) -> dict:
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
     feeds = {}
     for i in sess.get_inputs():
-        dtype = np.int64 if "int64" in i.type else np.float32
+        dtype = {"tensor(int64)": np.int64, "tensor(uint8)": np.uint8}.get(i.type, np.float32)
         feeds[i.name] = np.ones([d if isinstance(d, int) else 1 for d in i.shape], dtype)
     outs = sess.run(names, feeds)
     return {n: list(o.shape) for n, o in zip(names, outs)}
