@@ -272,3 +272,29 @@ def test_mask_from_logits_matches_pil_bilinear_and_its_threshold(height, width):
         assert score == pytest.approx(float((1 / (1 + np.exp(-ref[ref_mask]))).mean()), abs=tol)
     empty, score = mask_from_logits(np.stack([np.ones((128, 128)), -np.ones((128, 128))])[None].astype(np.float32), 48, 64)
     assert not empty.any() and score == 0.0
+
+
+def test_keep_freed_memory_stops_the_page_faults_of_each_frame():
+    """With freed memory kept, a frame's post-processing reuses the last frame's pages instead of faulting
+    them in again (each process starts fresh: the setting is global)."""
+    import subprocess
+    import sys
+    code = """
+import resource, sys
+import numpy as np
+from ptq4ris_core.memory import keep_freed_memory
+from ptq4ris_core.segment import mask_from_logits
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+logits = np.random.default_rng(0).normal(0, 3, (1, 2, 128, 128)).astype(np.float32)
+for _ in range(3):
+    mask_from_logits(logits, 480, 640)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(40):
+    mask_from_logits(logits, 480, 640)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+    faults = {mode: int(subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
+                                       check=True).stdout) for mode in ("keep", "default")}
+    assert faults["default"] > 40 * 100  # a 640x480 float map alone is 300 pages
+    assert faults["keep"] < faults["default"] / 20

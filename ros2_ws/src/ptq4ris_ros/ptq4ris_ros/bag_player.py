@@ -34,6 +34,8 @@ def main(argv=None):
     from .node import _bootstrap_ros_wheels
     _bootstrap_ros_wheels()
     a = build_parser().parse_args(argv)
+    from ptq4ris_core.memory import keep_freed_memory
+    keep_freed_memory()  # frames reuse the last frame's memory, as in the node
     import numpy as np
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
