@@ -119,8 +119,8 @@ def main():
     ap.add_argument("--camera", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--node-pid", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    from ptq4ris_core.memory import keep_freed_memory
-    keep_freed_memory()  # as the node does
+    from ptq4ris_core.tuning import tune_for_frames
+    tune_for_frames()  # as the node does
     if a.camera:
         return camera(a)
     import numpy as np

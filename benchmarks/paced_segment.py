@@ -36,8 +36,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
     a = ap.parse_args()
-    from ptq4ris_core.memory import keep_freed_memory
-    keep_freed_memory()  # as the node and the CLI do
+    from ptq4ris_core.tuning import tune_for_frames
+    tune_for_frames()  # as the node and the CLI do
     from ptq4ris_core.data import SceneGenerator
     from ptq4ris_core.engine import Engine
     s = SceneGenerator(640, 480).sample("test", 9_500)

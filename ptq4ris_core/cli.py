@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .errors import InputError, PTQ4RISError
-from .memory import keep_freed_memory
+from .tuning import tune_for_frames
 
 log = logging.getLogger("ptq4ris")
 BACKEND_HELP = ("auto | onnxruntime | openvino, optionally with ':PRECISION' for the parts that run in float on "
@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="ptq4ris: %(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)
-    keep_freed_memory()
+    tune_for_frames()
     try:
         return args.func(args)
     except PTQ4RISError as e:

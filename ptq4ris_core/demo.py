@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .files import sha256
-from .memory import keep_freed_memory
+from .tuning import tune_for_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = ROOT / "calibration" / "W8A8.yaml"
@@ -76,7 +76,7 @@ def main(argv=None):
     ap.add_argument("--calib", type=int, help="calibration pairs (default: the preset's 32)")
     ap.add_argument("--no-replay", action="store_true", help="skip the live ROS 2 replay")
     a = ap.parse_args(argv)
-    keep_freed_memory()
+    tune_for_frames()
     from .bags import make_bag
     from .bags.evaluate import evaluate_bag
     from .bags.read import BagFrames

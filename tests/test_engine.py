@@ -274,7 +274,7 @@ def test_mask_from_logits_matches_pil_bilinear_and_its_threshold(height, width):
     assert not empty.any() and score == 0.0
 
 
-def test_keep_freed_memory_stops_the_page_faults_of_each_frame():
+def test_tune_for_frames_stops_the_page_faults_of_each_frame():
     """With freed memory kept, a frame's post-processing reuses the last frame's pages instead of faulting
     them in again (each process starts fresh: the setting is global)."""
     import subprocess
@@ -282,10 +282,10 @@ def test_keep_freed_memory_stops_the_page_faults_of_each_frame():
     code = """
 import resource, sys
 import numpy as np
-from ptq4ris_core.memory import keep_freed_memory
+from ptq4ris_core.tuning import tune_for_frames
 from ptq4ris_core.segment import mask_from_logits
 if sys.argv[1] == "keep":
-    assert keep_freed_memory()
+    assert tune_for_frames() == {"keep_freed_memory": True, "opencv_threads": 1}
 logits = np.random.default_rng(0).normal(0, 3, (1, 2, 128, 128)).astype(np.float32)
 for _ in range(3):
     mask_from_logits(logits, 480, 640)

@@ -34,8 +34,8 @@ def main(argv=None):
     from .node import _bootstrap_ros_wheels
     _bootstrap_ros_wheels()
     a = build_parser().parse_args(argv)
-    from ptq4ris_core.memory import keep_freed_memory
-    keep_freed_memory()  # frames reuse the last frame's memory, as in the node
+    from ptq4ris_core.tuning import tune_for_frames
+    tune_for_frames()  # as the node: memory kept between frames, OpenCV on one thread
     import numpy as np
     import rclpy
     from rclpy.executors import SingleThreadedExecutor

@@ -30,8 +30,8 @@ def main(argv=None):
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-    from ptq4ris_core.memory import keep_freed_memory
-    keep_freed_memory()  # each frame's image and mask arrays reuse the last frame's memory
+    from ptq4ris_core.tuning import tune_for_frames
+    tune_for_frames()  # a frame's arrays reuse the last frame's memory; OpenCV leaves the cores to the runtime
     rclpy.init(args=argv if argv is not None else sys.argv)
     node = RISNode()
     executor = SingleThreadedExecutor()

@@ -1,11 +1,15 @@
-"""Keep freed memory in the process, so that each frame's arrays reuse the last frame's pages.
+"""Process settings for serving camera frames: ``tune_for_frames`` applies both below, once per process.
 
-A camera frame makes a few arrays of about a megabyte (the decoded image, the resized margin and
+Freed memory stays in the process, so that each frame's arrays reuse the last frame's pages. A camera frame makes a few arrays of about a megabyte (the decoded image, the resized margin and
 probability maps, the mask). glibc gives blocks that large back to the kernel when they are freed, and the
 next frame faults every page in again; on a virtual machine a fault is expensive: ``mask_from_logits`` on a
-640x480 frame took 2.0 ms that way and 0.19 ms with the memory kept (docs/RESULTS.md, issue 4). The entry
-points that serve frames (the CLI, the ROS 2 node, the demo, the benchmarks) call ``keep_freed_memory`` once;
-a program that embeds ``Engine`` may call it too.
+640x480 frame took 2.0 ms that way and 0.19 ms with the memory kept (docs/RESULTS.md, issue 4).
+
+OpenCV runs single-threaded: a frame's resizes are too small to gain from a second thread, and OpenCV's
+worker competed with the runtime's for the two cores (the W8A8 graph on OpenVINO 3.3 ms against 4.0 ms).
+
+The entry points that serve frames (the CLI, the ROS 2 node, the bag player, the demo, the benchmarks) call
+``tune_for_frames``; a program that embeds ``Engine`` may call it too.
 """
 from __future__ import annotations
 
@@ -33,3 +37,10 @@ def keep_freed_memory(keep_mb: int = 256) -> bool:
     if not ok:
         log.debug("mallopt refused; freed memory goes back to the kernel as before")
     return ok
+
+
+def tune_for_frames() -> dict:
+    """Both settings of this module; returns which took effect."""
+    import cv2
+    cv2.setNumThreads(1)
+    return {"keep_freed_memory": keep_freed_memory(), "opencv_threads": cv2.getNumThreads()}
