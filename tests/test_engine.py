@@ -250,6 +250,17 @@ def test_resize_rgb_antialiases_when_shrinking_and_keeps_flat_colour():
     assert resize_rgb(flat[:40, :50], 128).shape == (128, 128, 3)
 
 
+@pytest.mark.parametrize("height,width", [(480, 640), (720, 1280), (480, 848), (256, 384), (130, 128)])
+def test_resize_rgb_is_the_area_average_within_one_grey_level(height, width):
+    """The box-filter shortcut for sides that are whole multiples of the size gives OpenCV's area average,
+    up to one level of rounding between its two passes, on a busy image."""
+    import cv2
+    image = np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    ref = cv2.resize(image, (128, 128), interpolation=cv2.INTER_AREA).astype(int)
+    got = resize_rgb(image, 128)
+    assert got.shape == (128, 128, 3) and got.dtype == np.uint8 and np.abs(got.astype(int) - ref).max() <= 1
+
+
 @pytest.mark.parametrize("height,width", [(480, 640), (37, 53), (128, 128)])
 def test_mask_from_logits_matches_pil_bilinear_and_its_threshold(height, width):
     """The shared post-processing against a reference: PIL's bilinear resize of the logit margin, the
