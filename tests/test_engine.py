@@ -65,6 +65,15 @@ def test_a_new_command_or_image_reaches_the_graph(engine_dir, tiny_model, backen
     assert eng.text_encodes == 3
 
 
+@pytest.mark.skipif(len(BACKENDS) < 2, reason="needs OpenVINO beside ONNX Runtime")
+def test_openvino_runs_inputs_that_onnx_runtime_made(engine_dir):
+    """Word features and mask from one runtime feed the other's segmenter (ONNX Runtime's int64 arrays carry a
+    NumPy type code OpenVINO's binding does not know)."""
+    ort_eng, ov_eng = Engine.load(engine_dir, backend="onnxruntime"), Engine.load(engine_dir, backend="openvino")
+    feeds = ort_eng.feeds(_scene().image, "the red circle")
+    assert np.abs(ov_eng._seg(feeds)[0] - ort_eng._seg(feeds)[0]).max() < 1e-3
+
+
 def test_meta_json_checks(engine_dir, tmp_path):
     bad = tmp_path / "eng"
     shutil.copytree(engine_dir, bad)

@@ -39,7 +39,7 @@ def _calibrated(model, method, bits):
 def test_qdq_segmenter_matches_deploy_simulation_and_runs_integer_kernels(tiny_model, tmp_path, method, bits, symmetric):
     q, batches = _calibrated(tiny_model, method, bits)
     img, ids, m = example_batch(tiny_model.cfg)
-    pixels = SceneGenerator(tiny_model.cfg.image_size).sample("train", 0).image[None]  # img, before normalising
+    pixels = np.ascontiguousarray(SceneGenerator(tiny_model.cfg.image_size).sample("train", 0).image.transpose(2, 0, 1)[None])  # img, before normalising
     path, opt = tmp_path / "seg.onnx", tmp_path / "seg_opt.onnx"
     with torch.no_grad():
         words = q.text_encoder(ids, m)

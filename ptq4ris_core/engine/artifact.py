@@ -8,7 +8,7 @@ from ..errors import PTQ4RISError
 from ..files import sha256
 
 FORMAT = "ptq4ris-engine"
-FORMAT_VERSION = 2  # 2: the segmenter takes the resized image as uint8 NHWC; the text graph gives the mask too
+FORMAT_VERSION = 2  # 2: the segmenter takes the resized image as uint8; the text graph gives the mask too
 TEXT_GRAPH, SEG_GRAPH, META = "text_encoder.onnx", "segmenter.onnx", "meta.json"
 TEXT_OUTPUTS = ("words", "word_mask")  # the text graph's outputs: the segmenter's inputs besides the image
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")

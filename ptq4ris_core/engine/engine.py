@@ -90,6 +90,7 @@ class _OvRunner:
         for name, array in feeds.items():
             if self._bound.get(name, (None,))[0] is not array:
                 data = np.ascontiguousarray(array)  # kept here while bound: the tensor reads its memory
+                data = data.view(data.dtype.str)  # ONNX Runtime's int64 arrays ('q') are unknown to OpenVINO's map
                 self.request.set_tensor(name, ov.Tensor(data, shared_memory=True))
                 self._bound[name] = (array, data)
         self.request.infer()
@@ -208,8 +209,8 @@ class Engine:
         return self.text_features.encodes
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB → the segmenter's image input: (1, S, S, 3) uint8 (the graph normalises)."""
-        return resize_rgb(image, self.size)[None]
+        """(H, W, 3) uint8 RGB → the segmenter's image input: (1, 3, S, S) uint8 (the graph normalises)."""
+        return np.ascontiguousarray(resize_rgb(image, self.size).transpose(2, 0, 1)[None])
 
     def feeds(self, image: np.ndarray, text: str) -> dict:
         """The segmenter's inputs: the preprocessed image and the command's cached word features and mask."""
