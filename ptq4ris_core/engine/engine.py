@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -176,15 +177,18 @@ class Engine:
                               f"precision (backend openvino:{precision})")
         precision = _ov_precision(precision, meta, device) if backend == "openvino" else "f32"
         if backend == "onnxruntime":
-            runners = [_OrtRunner(folder / g, providers, threads) for g in (TEXT_GRAPH, SEG_GRAPH)]
+            def runner(g):
+                return _OrtRunner(folder / g, providers, threads)
         else:
             if providers:
                 raise EngineError("providers are ONNX Runtime's; for OpenVINO choose device= (CPU, GPU, NPU)")
             cache = ov_cache_dir(cache_dir) if verify else None
-            runners = [_OvRunner(folder / g, device, threads, precision, openvino_config,
-                                 cache and _cache_key(cache, meta["files"][g], device, threads, precision,
-                                                      openvino_config))
-                       for g in (TEXT_GRAPH, SEG_GRAPH)]
+
+            def runner(g):
+                return _OvRunner(folder / g, device, threads, precision, openvino_config,
+                                 cache and _cache_key(cache, meta["files"][g], device, threads, precision, openvino_config))
+        with ThreadPoolExecutor(2) as pool:  # both graphs compile at once: a W8A8 engine on OpenVINO 1.5 s → 1.2 s
+            runners = list(pool.map(runner, (TEXT_GRAPH, SEG_GRAPH)))
         from transformers import BertTokenizerFast
         try:
             tok = BertTokenizerFast.from_pretrained(str(folder))
