@@ -161,7 +161,7 @@ def main():
     res["rss_growth"] = cam["rss_mb"]["end"] / warm - 1
     print(json.dumps(res, indent=1))
     if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

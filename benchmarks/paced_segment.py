@@ -51,7 +51,7 @@ def main():
         rows.append({"backend": backend, "setting": name, "back_to_back_p50_ms": b2b, "paced_p50_ms": paced})
         print(f"{backend:12s} {name:26s} back to back {b2b:6.2f} ms   paced at {a.hz:g} Hz {paced:6.2f} ms", flush=True)
     if a.json:
-        Path(a.json).write_text(json.dumps({"engine": a.engine, "hz": a.hz, "runs": a.runs, "rows": rows}, indent=1) + "\n")
+        Path(a.json).write_text(json.dumps({"engine": a.engine, "hz": a.hz, "runs": a.runs, "rows": rows}, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

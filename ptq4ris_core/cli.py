@@ -36,7 +36,7 @@ def _json_out(path, obj):
     if path:
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(json.dumps(obj, indent=2) + "\n")
+            Path(path).write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
         except OSError as e:
             raise InputError(f"cannot write {path} ({e.strerror}); choose a writable path") from e
 
@@ -141,10 +141,10 @@ def cmd_publish(a):
     model = load_model(info["out"])
     ref = evaluate_model(model, "test", a.reference_n, batch=32, progress=False)
     side = Path(info["out"]).with_suffix(".json")
-    meta = json.loads(side.read_text())
+    meta = json.loads(side.read_text(encoding="utf-8"))
     meta["reference"] = {"split": "test", "n": a.reference_n, "batch": 32, "mIoU": ref["mIoU"], "oIoU": ref["oIoU"]}
     meta["publish_command"] = "ptq4ris " + " ".join(shlex.quote(x) for x in sys.argv[1:])
-    side.write_text(json.dumps(meta, indent=2) + "\n")
+    side.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(f"{info['out']}: step {info['step']}, reference test[0:{a.reference_n}] mIoU {ref['mIoU']:.4f}; "
           f"dropped {info['dropped'] or 'nothing'}")
 
@@ -156,7 +156,7 @@ def cmd_export(a):
         raise InputError("say what to export: --fp32 (the float model) or --quantized DIR (a calibrated folder)")
     if a.quantized:
         out = export_quantized(a.quantized, a.out, symmetric=a.symmetric, exact=a.exact)
-        q = json.loads((out / "meta.json").read_text())["quantization"]
+        q = json.loads((out / "meta.json").read_text(encoding="utf-8"))["quantization"]
         split = sum("integer GEMMs" in how for how in q["integer_layers"].values())
         print(f"{out}: {q['method']} {q['bits']} engine, {len(q['integer_layers'])} integer layers "
               f"({split} of them as several integer GEMMs), {len(q['float_layers'])} float (see meta.json)")
@@ -179,7 +179,7 @@ def cmd_bench(a):
     text = markdown(res)
     print(text)
     if a.markdown:
-        _writable(a.markdown).write_text(text + "\n")
+        _writable(a.markdown).write_text(text + "\n", encoding="utf-8")
     _json_out(a.json, res)
 
 
@@ -394,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="time engines side by side (interleaved, batch 1), with op profiles",
                         description="Loads every engine on every --backend in one process and times them in "
                         "turn, round after round: the segmenter graph alone and the whole segment() call on a "
-                        "640x480 frame, each turn timed after a short untimed settle. Prints p50/p90/p99, ratios to the first row, size, load time, memory, "
-                        "and where each segmenter's time goes by op type.")
+                        "640x480 frame, each turn timed after a short untimed settle. Prints p50/p90/p99, ratios "
+                        "to the first row, size, load time, memory, and where each segmenter's time goes by op type.")
     bn.add_argument("--engine", action="append", required=True, help="an engine folder; repeat for each")
     bn.add_argument("--backend", default="onnxruntime", help="comma-separated runtimes, each " + BACKEND_HELP +
                     "; e.g. onnxruntime,openvino:f32,openvino:bf16 (default onnxruntime)")

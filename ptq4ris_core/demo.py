@@ -31,7 +31,7 @@ def _engine_is_current(folder: Path, weights_sha: str, preset_sha: str | None, c
     stamp = folder / "demo_stamp.json"
     if not stamp.exists():
         return False
-    s = json.loads(stamp.read_text())
+    s = json.loads(stamp.read_text(encoding="utf-8"))
     return (meta["model"].get("weights_sha256") == weights_sha and s.get("preset_sha256") == preset_sha
             and s.get("calib_n") == calib_n)
 
@@ -57,7 +57,7 @@ def build_engines(root: Path, calib_n: int | None = None) -> dict:
             model, report = calibrate_plan(load_model("default"), plan)
             calibrated = save_quantized(model, report, root / "default_w8a8_calibrated", base="default")
             export_quantized(calibrated, folder)
-        (folder / "demo_stamp.json").write_text(json.dumps({"preset_sha256": want_preset, "calib_n": calib_n}))
+        (folder / "demo_stamp.json").write_text(json.dumps({"preset_sha256": want_preset, "calib_n": calib_n}), encoding="utf-8")
         print(f"  {name}: built {folder} in {time.perf_counter() - t:.0f} s")
     return engines
 
@@ -137,10 +137,10 @@ def main(argv=None):
     print(table)
     print(ratio)
     (out / "summary.md").write_text(f"# make demo\n\n{table}\n\n{ratio}\n\nReports: "
-                                    + ", ".join(sorted(p.name for p in out.iterdir() if p.is_dir())) + "\n")
+                                    + ", ".join(sorted(p.name for p in out.iterdir() if p.is_dir())) + "\n", encoding="utf-8")
     (out / "summary.json").write_text(json.dumps(
         {k: {"size_mb": r["size_mb"], "backend": r["backend"], "offline": r["offline"], "live": r.get("live")}
-         for k, r in rows.items()}, indent=1, default=str))
+         for k, r in rows.items()}, indent=1, default=str), encoding="utf-8")
     print(f"\nreports: {out}/summary.md and {out}/*/report.md  ({time.perf_counter() - t_start:.0f} s in all)")
 
 

@@ -51,7 +51,7 @@ def load_preset(path) -> dict:
     if not p.is_file():
         raise InputError(f"preset {p} not found; presets live in calibration/ (e.g. calibration/W8A8.yaml)")
     try:
-        return yaml.safe_load(p.read_text()) or {}
+        return yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise InputError(f"preset {p} is not valid YAML ({e})") from e
 

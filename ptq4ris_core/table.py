@@ -93,5 +93,5 @@ def markdown(rows: list[dict]) -> str:
 def write(rows, out: Path, limit, calib_n):
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(markdown(rows) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "limit": limit, "calib_n": calib_n}, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(rows) + "\n", encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "limit": limit, "calib_n": calib_n}, indent=1) + "\n", encoding="utf-8")

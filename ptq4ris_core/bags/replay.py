@@ -95,7 +95,7 @@ def replay_bag(bag, engine: str | None, out, rate: float = 1.0, launch: bool = T
         t = time.perf_counter()
         r = subprocess.run(player, env=env, capture_output=True, text=True)
         play_wall = time.perf_counter() - t
-        (out / "player.log").write_text(r.stdout + r.stderr)
+        (out / "player.log").write_text(r.stdout + r.stderr, encoding="utf-8")
         lines = [ln for ln in r.stdout.splitlines() if ln.startswith("REPLAY ")]
         if r.returncode != 0 or not lines:
             last = (r.stderr.strip().splitlines() or ["(no output)"])[-1]

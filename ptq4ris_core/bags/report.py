@@ -59,7 +59,7 @@ class BagReport:
         """report.json (summary + frames), report.md, iou_hist.png, latency.png, worst_frames.png."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps({"summary": summary, "frames": self.frames}, indent=1))
+        (out / "report.json").write_text(json.dumps({"summary": summary, "frames": self.frames}, indent=1), encoding="utf-8")
         pics = self._plots(out)
         lines = [f"# {title}", ""]
         lines += [f"- {k}: {v}" for k, v in summary.items() if k not in ("accuracy", "latency_ms", "skipped")]
@@ -72,7 +72,7 @@ class BagReport:
             if p["n"]:
                 lines.append(f"| {k} | {p['n']} | " + " | ".join(f"{p[c]:.2f}" for c in ("mean", "p50", "p90", "p99", "max")) + " |")
         lines += ["", "## Pictures", ""] + [f"![{p.stem}]({p.name})" for p in pics]
-        (out / "report.md").write_text("\n".join(lines) + "\n")
+        (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
         return out
 
     def _plots(self, out: Path) -> list[Path]:

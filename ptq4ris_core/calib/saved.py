@@ -44,7 +44,7 @@ def save_quantized(model, report: dict, out: str | Path, base: str = "default") 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if not k.startswith(SKIP_PREFIXES)}
     save_file(state, str(out / TENSORS))
     meta = {**report, "base": base_identity(base), "files": {TENSORS: sha256(out / TENSORS)}, "versions": versions()}
-    (out / META).write_text(json.dumps(meta, indent=1) + "\n")
+    (out / META).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return out
 
 
@@ -68,7 +68,7 @@ def load_quantized(folder: str | Path):
         if not (folder / name).exists():
             raise ModelLoadError(f"{folder / name} is missing; re-run 'ptq4ris calibrate --out {folder}'")
     try:
-        meta = json.loads((folder / META).read_text())
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"{folder / META} is not valid JSON ({e})") from e
     if sha256(folder / TENSORS) != meta.get("files", {}).get(TENSORS):

@@ -22,7 +22,7 @@ def write_meta(folder: Path, meta: dict) -> dict:
     files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != META)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta,
             "files": {name: sha256(folder / name) for name in files}}
-    (folder / META).write_text(json.dumps(meta, indent=1) + "\n")
+    (folder / META).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return meta
 
 
@@ -34,7 +34,7 @@ def read_meta(folder: Path, verify: bool = True) -> dict:
     if not mp.is_file():
         raise EngineError(f"{mp} is missing: {folder} is not an engine folder (or it is incomplete); re-export it")
     try:
-        meta = json.loads(mp.read_text())
+        meta = json.loads(mp.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise EngineError(f"{mp} is not valid JSON ({e}); re-export the engine") from e
     if meta.get("format") != FORMAT:

@@ -85,7 +85,7 @@ def op_profile(folder, backend: str, feeds: dict, runs: int = 30, threads: int =
             sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
             for _ in range(runs):
                 sess.run(None, feeds)
-            events = json.loads(Path(sess.end_profiling()).read_text())
+            events = json.loads(Path(sess.end_profiling()).read_text(encoding="utf-8"))
         for e in events:
             if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
                 times[e["args"].get("op_name", "?")] += e["dur"]

@@ -118,12 +118,12 @@ def outlier_channels(encoder, batches, top: int = 6) -> dict:
 
 def _write(res: dict, out):
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    Path(out).with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
     lines = ["| method | bits | token cos (mean) | token cos (p5) | sentence cos (mean) | sentence cos (min) |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['bits']} | {r['token_cos_mean']:.4f} | {r['token_cos_p5']:.4f} | "
               f"{r['sentence_cos_mean']:.4f} | {r['sentence_cos_min']:.4f} |" for r in res["rows"]]
-    Path(out).with_suffix(".md").write_text("\n".join(lines) + "\n")
+    Path(out).with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def run(n: int = 600, calib: int = 32, bits=(8, 6, 4), methods=("rtn", "ptq4vit", "ptq4ris:element", "ptq4ris:channel"),
@@ -157,5 +157,5 @@ if __name__ == "__main__":
     ap.add_argument("--out", default="docs/results/real_text", help="path stem for .md and .json")
     a = ap.parse_args()
     r = run(n=a.n, out=Path(a.out))
-    print(Path(a.out).with_suffix(".md").read_text())
+    print(Path(a.out).with_suffix(".md").read_text(encoding="utf-8"))
     print("outlier channels:", r["outliers"])

@@ -48,13 +48,13 @@ def _write(rows, out: Path, method, bits, limit):
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"method": method, "bits": bits, "limit": limit, "rows": rows},
-                                                   indent=1))
+                                                   indent=1), encoding="utf-8")
     base = rows[0]["mIoU"]
     lines = [f"{method} at {bits}, one part raised to W8A8 ({limit} test scenes)", "",
              "| part at W8A8 | mIoU | won back | oIoU | calib (s) |", "|---|---|---|---|---|"]
     lines += [f"| {r['at W8A8']} | {r['mIoU']:.2f} | {r['mIoU'] - base:+.2f} | {r['oIoU']:.2f} | {r['calib_s']} |"
               for r in rows]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def main(argv=None):

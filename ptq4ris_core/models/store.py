@@ -44,7 +44,7 @@ def save_model(model: RISModel, path: str | Path, extra: dict | None = None, dty
     state = {k: _compact(v, dtype if k in params else torch.float32).contiguous() for k, v in _stored_state(model).items()}
     save_file(state, str(path))
     meta = {"config": model.cfg.to_dict(), **(extra or {})}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return path
 
 
@@ -53,7 +53,7 @@ def read_sidecar(path: str | Path) -> dict:
     if not side.exists():
         raise ModelLoadError(f"{side} is missing: a weights file needs its JSON sidecar (config and provenance)")
     try:
-        return json.loads(side.read_text())
+        return json.loads(side.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"{side} is not valid JSON ({e}); restore it from git or re-run training") from e
 
