@@ -64,7 +64,7 @@ def test_offline_eval_scores_what_the_engine_does(bag, engine, tmp_path):
     report = tmp_path / "report"
     for name in ("report.json", "report.md", "iou_hist.png", "latency.png", "worst_frames.png"):
         assert (report / name).stat().st_size > 0
-    assert len(json.loads((report / "report.json").read_text())["frames"]) == 10
+    assert len(json.loads((report / "report.json").read_text(encoding="utf-8"))["frames"]) == 10
 
 
 @pytest.mark.parametrize("encoding", ["rgb8", "mono8", "rgba8", "bgra8"])

@@ -100,9 +100,9 @@ def test_save_and_load_reproduce_outputs_and_refuse_bad_folders(calibrated, tiny
         load_quantized(out)
     tensors.write_bytes(original)
     meta_path = out / "quantized.json"
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta["base"]["sha256"] = "0" * 64
-    meta_path.write_text(json.dumps(meta))
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(ModelLoadError, match="another model"):
         load_quantized(out)
     tensors.unlink()

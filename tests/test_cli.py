@@ -113,9 +113,9 @@ def test_eval_engine_scores_like_the_pytorch_model(capsys, default_engine, tmp_p
     code, out, err = run(capsys, "eval", "--engine", default_engine, "--backend", "onnxruntime", "--limit", "8",
                          "--json", tmp_path / "e.json")
     assert code in (0, None) and "| all | 8 |" in out
-    eng = json.loads((tmp_path / "e.json").read_text())
+    eng = json.loads((tmp_path / "e.json").read_text(encoding="utf-8"))
     code, out, _ = run(capsys, "eval", "--model", "default", "--limit", "8", "--json", tmp_path / "m.json")
-    ref = json.loads((tmp_path / "m.json").read_text())
+    ref = json.loads((tmp_path / "m.json").read_text(encoding="utf-8"))
     assert abs(eng["mIoU"] - ref["mIoU"]) < 0.01  # the FP32 engine computes the FP32 model
 
 

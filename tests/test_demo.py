@@ -14,7 +14,7 @@ def test_demo_end_to_end_then_reuses_engines(tmp_path, capsys, monkeypatch):
     main(args)
     out = capsys.readouterr().out
     assert "| FP32 |" in out and "| W8A8 |" in out and "smaller" in out
-    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    s = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     for name in ("FP32", "W8A8"):
         assert s[name]["offline"]["frames_scored"] == 6
         assert s[name]["live"]["frames_sent"] == 6 and s[name]["live"]["wrong_header"] == 0

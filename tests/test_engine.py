@@ -77,7 +77,7 @@ def test_openvino_runs_inputs_that_onnx_runtime_made(engine_dir):
 def test_meta_json_checks(engine_dir, tmp_path):
     bad = tmp_path / "eng"
     shutil.copytree(engine_dir, bad)
-    meta = json.loads((bad / "meta.json").read_text())
+    meta = json.loads((bad / "meta.json").read_text(encoding="utf-8"))
     assert {"text_encoder.onnx", "segmenter.onnx", "vocab.txt"} <= set(meta["files"])
     assert meta["input"]["image_size"] == 64 and meta["quantization"]["bits"] == "FP32"
     with pytest.raises(EngineError, match="no engine folder"):
@@ -92,10 +92,10 @@ def test_meta_json_checks(engine_dir, tmp_path):
         Engine.load(bad)
     seg.write_bytes(data)
     meta["format_version"] = 99
-    (bad / "meta.json").write_text(json.dumps(meta))
+    (bad / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(EngineError, match="format version"):
         Engine.load(bad)
-    (bad / "meta.json").write_text("{not json")
+    (bad / "meta.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(EngineError, match="not valid JSON"):
         Engine.load(bad)
     (bad / "meta.json").unlink()
@@ -108,9 +108,9 @@ def test_corrupt_graph_with_matching_hash_is_named(engine_dir, tmp_path):
     bad = tmp_path / "eng"
     shutil.copytree(engine_dir, bad)
     (bad / "segmenter.onnx").write_bytes(b"not an onnx graph")
-    meta = json.loads((bad / "meta.json").read_text())
+    meta = json.loads((bad / "meta.json").read_text(encoding="utf-8"))
     meta["files"]["segmenter.onnx"] = sha256(bad / "segmenter.onnx")
-    (bad / "meta.json").write_text(json.dumps(meta))
+    (bad / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(EngineError, match="cannot load"):
         Engine.load(bad, backend="onnxruntime")
 
@@ -166,7 +166,7 @@ def test_openvino_compile_cache_fills_imports_and_never_serves_a_changed_graph(e
     assert np.array_equal(f32.logits(s.image, s.text), cold.logits(s.image, s.text))
     # a folder that cannot be made: one warning, and the engine still loads (compiling)
     blocker = tmp_path / "a_file"
-    blocker.write_text("")
+    blocker.write_text("", encoding="utf-8")
     with caplog.at_level("WARNING"):
         eng = Engine.load(engine_dir, backend="openvino", cache_dir=blocker / "cache")
     assert "compile cache" in caplog.text and "PTQ4RIS_CACHE_DIR" in caplog.text
@@ -204,9 +204,9 @@ def test_openvino_float_precision_auto_is_f32_for_a_float_engine_and_bf16_for_a_
     assert eng.precision == "f32" and eng.runtime == "openvino" and "float parts f32" in eng.describe()
     quantized = tmp_path / "eng"  # meta.json is not hashed: say the engine is quantized
     shutil.copytree(engine_dir, quantized)
-    meta = json.loads((quantized / "meta.json").read_text())
+    meta = json.loads((quantized / "meta.json").read_text(encoding="utf-8"))
     meta["quantization"] = {"method": "ptq4ris", "bits": "W8A8"}
-    (quantized / "meta.json").write_text(json.dumps(meta))
+    (quantized / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     q = Engine.load(quantized, backend="openvino")
     assert q.precision == ("bf16" if has_bf16 else "f32")

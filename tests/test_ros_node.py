@@ -34,7 +34,7 @@ class Node:
         self.domain = next(_domain)
         self.env = ros_env(self.domain)
         pfile = tmp_path / f"params_{self.domain}.yaml"
-        pfile.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+        pfile.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}), encoding="utf-8")
         self.log = tmp_path / f"node_{self.domain}.log"
         self.proc = subprocess.Popen([str(NODE), "--ros-args", "--params-file", str(pfile), "-r", f"__node:={name}"],
                                      env=self.env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
@@ -54,7 +54,7 @@ class Node:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        return self.log.read_text()
+        return self.log.read_text(encoding="utf-8")
 
     def alive(self):
         return self.proc.poll() is None
@@ -98,7 +98,7 @@ def test_late_joining_node_gets_the_last_command(node_factory, engine, tmp_path)
                             env=node.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(6)
     pfile = tmp_path / "late.yaml"
-    pfile.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"engine_path": engine}}}))
+    pfile.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"engine_path": engine}}}), encoding="utf-8")
     node.log = tmp_path / "late.log"
     node.proc = subprocess.Popen([str(NODE), "--ros-args", "--params-file", str(pfile)], env=node.env,
                                  stdout=open(node.log, "w"), stderr=subprocess.STDOUT)

@@ -16,7 +16,7 @@ def test_round_trip_reproduces_outputs(tiny_model, tmp_path):
     m = torch.ones_like(ids)
     with torch.no_grad():
         assert torch.allclose(tiny_model(x, ids, m), loaded(x, ids, m), atol=1e-5)
-    assert json.loads(path.with_suffix(".json").read_text())["note"] == "test"
+    assert json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))["note"] == "test"
     # The frozen text encoder is not duplicated into the file.
     from safetensors import safe_open
     assert not any(k.startswith("text_encoder.") for k in safe_open(str(path), "pt").keys())
@@ -34,9 +34,9 @@ def test_missing_corrupt_or_mismatched_weights_are_named(tiny_model, tmp_path):
     with pytest.raises(ModelLoadError, match="not a readable safetensors"):
         load_model(path)
     path = save_model(tiny_model, tmp_path / "m.safetensors")
-    meta = json.loads(path.with_suffix(".json").read_text())
+    meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     meta["config"]["embed_dim"] = 24  # claims another model
-    path.with_suffix(".json").write_text(json.dumps(meta))
+    path.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(ModelLoadError, match="does not match its config|has shape"):
         load_model(path)
 

@@ -14,7 +14,7 @@ SMALL = dict(batch=2, warmup=1, val_every=2, val_n=4, workers=0)
 
 
 def _log(run):
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def test_training_resumes_from_its_checkpoint_and_logs_validation(tmp_path):
@@ -41,7 +41,7 @@ def test_init_and_text_fine_tuning(tmp_path):
     tuned = tmp_path / "tuned"
     train(tuned, TINY, steps=2, lr=0.0, text_lr=1e-3, init=str(init), **SMALL)
     start, after = load_model(init).state_dict(), load_model(tuned / "model.safetensors")
-    assert not after.cfg.freeze_text and json.loads((tuned / "model.json").read_text())["text_lr"] == 1e-3
+    assert not after.cfg.freeze_text and json.loads((tuned / "model.json").read_text(encoding="utf-8"))["text_lr"] == 1e-3
     state = after.state_dict()
     for k, _ in after.named_parameters():  # parameters (BatchNorm statistics move in train mode)
         if not k.startswith("text_encoder."):
@@ -74,6 +74,6 @@ def test_data_offset_continues_on_unseen_scenes_and_resumes_there(tmp_path, monk
     train(run, TINY, steps=2, data_offset=1000, **SMALL)
     train(run, TINY, steps=4, data_offset=1000, **SMALL)  # resumed at step 2: scenes 1004.., not 1000..
     assert [s for s in seen if s[0] == "train"] == [("train", 1000, 4), ("train", 1004, 4)]
-    assert json.loads((run / "model.json").read_text())["data_offset"] == 1000
+    assert json.loads((run / "model.json").read_text(encoding="utf-8"))["data_offset"] == 1000
     with pytest.raises(InputError, match="--data-offset"):
         train(tmp_path / "past_the_end", TINY, steps=2, data_offset=SPLIT_SIZES["train"] - 3, **SMALL)

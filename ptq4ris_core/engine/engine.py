@@ -5,7 +5,6 @@ import hashlib
 import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -187,8 +186,9 @@ class Engine:
             def runner(g):
                 return _OvRunner(folder / g, device, threads, precision, openvino_config,
                                  cache and _cache_key(cache, meta["files"][g], device, threads, precision, openvino_config))
-        with ThreadPoolExecutor(2) as pool:  # both graphs compile at once: a W8A8 engine on OpenVINO 1.5 s → 1.2 s
-            runners = list(pool.map(runner, (TEXT_GRAPH, SEG_GRAPH)))
+        # one after the other: compiled at once in two threads (0.3 s sooner), they were the likely cause of a
+        # test run whose process locale turned to "C" (ASCII) and whose text I/O then failed (RESULTS, issue 4)
+        runners = [runner(g) for g in (TEXT_GRAPH, SEG_GRAPH)]
         from transformers import BertTokenizerFast
         try:
             tok = BertTokenizerFast.from_pretrained(str(folder))
