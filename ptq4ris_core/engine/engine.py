@@ -175,20 +175,18 @@ class Engine:
             raise EngineError(f"ONNX Runtime runs an engine's float parts in f32; {precision} is an OpenVINO "
                               f"precision (backend openvino:{precision})")
         precision = _ov_precision(precision, meta, device) if backend == "openvino" else "f32"
+        # The two graphs compile one after the other: compiled at once in two threads (0.3 s sooner), they were
+        # the likely cause of a test process whose locale turned to "C" (ASCII) (docs/RESULTS.md, issue 4).
         if backend == "onnxruntime":
-            def runner(g):
-                return _OrtRunner(folder / g, providers, threads)
+            runners = [_OrtRunner(folder / g, providers, threads) for g in (TEXT_GRAPH, SEG_GRAPH)]
         else:
             if providers:
                 raise EngineError("providers are ONNX Runtime's; for OpenVINO choose device= (CPU, GPU, NPU)")
             cache = ov_cache_dir(cache_dir) if verify else None
-
-            def runner(g):
-                return _OvRunner(folder / g, device, threads, precision, openvino_config,
-                                 cache and _cache_key(cache, meta["files"][g], device, threads, precision, openvino_config))
-        # one after the other: compiled at once in two threads (0.3 s sooner), they were the likely cause of a
-        # test run whose process locale turned to "C" (ASCII) and whose text I/O then failed (RESULTS, issue 4)
-        runners = [runner(g) for g in (TEXT_GRAPH, SEG_GRAPH)]
+            runners = [_OvRunner(folder / g, device, threads, precision, openvino_config,
+                                 cache and _cache_key(cache, meta["files"][g], device, threads, precision,
+                                                      openvino_config))
+                       for g in (TEXT_GRAPH, SEG_GRAPH)]
         from transformers import BertTokenizerFast
         try:
             tok = BertTokenizerFast.from_pretrained(str(folder))
