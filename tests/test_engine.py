@@ -318,3 +318,24 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
                                        check=True).stdout) for mode in ("keep", "default")}
     assert faults["default"] > 40 * 100  # a 640x480 float map alone is 300 pages
     assert faults["keep"] < faults["default"] / 20
+
+
+def test_release_freed_memory_returns_what_was_kept():
+    """The bench's memory column counts live data: memory kept after freeing goes back before it reads RSS."""
+    import subprocess
+    import sys
+    code = """
+import numpy as np
+from ptq4ris_core.engine.bench import _rss_mb
+from ptq4ris_core.tuning import keep_freed_memory
+assert keep_freed_memory()
+base = _rss_mb()
+blocks = [np.ones(4 << 20, np.uint8) for _ in range(25)]  # 100 MB, then freed: kept by the process
+del blocks
+with open("/proc/self/statm") as f:
+    kept = int(f.read().split()[1]) * 4096 / 1e6
+print(kept - base, _rss_mb() - base)
+"""
+    kept, counted = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                              check=True).stdout.split())
+    assert kept > 80 and counted < 20

@@ -24,6 +24,9 @@ from .engine import Engine, runtime_label
 
 
 def _rss_mb() -> float:
+    """Resident memory of live data: what the process kept after freeing (``tune_for_frames``) is returned first."""
+    from ..tuning import release_freed_memory
+    release_freed_memory()
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
