@@ -23,16 +23,24 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mallo
 MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling on 64-bit
 
 
+def _glibc(name: str, argtypes: list):
+    """A glibc malloc function, or None off glibc (macOS, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = argtypes, ctypes.c_int
+    return fn
+
+
 def keep_freed_memory(keep_mb: int = 256) -> bool:
     """Blocks under 32 MB come from the heap, and up to ``keep_mb`` of freed heap stays with the process.
     True when set; False (nothing changed) off glibc, e.g. on macOS or musl."""
-    if not sys.platform.startswith("linux"):
+    mallopt = _glibc("mallopt", [ctypes.c_int, ctypes.c_int])
+    if mallopt is None:
         return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1 and mallopt(M_TRIM_THRESHOLD, keep_mb << 20) == 1
     if not ok:
         log.debug("mallopt refused; freed memory goes back to the kernel as before")
@@ -42,19 +50,15 @@ def keep_freed_memory(keep_mb: int = 256) -> bool:
 def release_freed_memory() -> bool:
     """Give the kernel back what the process keeps (``malloc_trim``), so that resident memory counts only
     live data: for measuring, e.g. the bench's memory column. False off glibc."""
-    if not sys.platform.startswith("linux"):
+    trim = _glibc("malloc_trim", [ctypes.c_size_t])
+    if trim is None:
         return False
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return False
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     trim(0)
     return True
 
 
 def tune_for_frames() -> dict:
-    """Both settings of this module; returns which took effect."""
+    """Freed memory kept and OpenCV on one thread (the module's docstring says why); returns what took effect."""
     import cv2
     cv2.setNumThreads(1)
     return {"keep_freed_memory": keep_freed_memory(), "opencv_threads": cv2.getNumThreads()}
