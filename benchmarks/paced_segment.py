@@ -5,7 +5,8 @@
 A node serving a 30 Hz camera calls the engine every 33 ms; between calls the runtime's threads sleep and
 the caches cool. This shows how much that costs on this machine, and whether a runtime setting avoids it.
 Two more rows ask where the cost is: the wait between frames spent busy instead of asleep (one core kept
-running), and a tiny OpenVINO call made just before each frame (the runtime's threads woken first).
+running), and a tiny OpenVINO call made just before each frame (the runtime's threads woken first). The
+"1 thread" rows show what a single engine thread loses back to back and keeps under the camera's pace.
 """
 import argparse
 import json
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-SETTINGS = [("openvino", "default", {}), ("openvino", "PERFORMANCE_HINT=LATENCY", {"PERFORMANCE_HINT": "LATENCY"}),
-            ("openvino", "ENABLE_CPU_PINNING", {"ENABLE_CPU_PINNING": True}), ("onnxruntime", "default", None)]
+# (runtime, row name, OpenVINO properties, threads: None = --threads)
+SETTINGS = [("openvino", "default", {}, None), ("openvino", "PERFORMANCE_HINT=LATENCY", {"PERFORMANCE_HINT": "LATENCY"}, None),
+            ("openvino", "ENABLE_CPU_PINNING", {"ENABLE_CPU_PINNING": True}, None), ("openvino", "1 thread", {}, 1),
+            ("onnxruntime", "default", None, None), ("onnxruntime", "1 thread", None, 1)]
 
 
 def segment_p50(eng, image, text, n: int, hz: float | None = None, busy: bool = False, before=None,
@@ -66,12 +69,13 @@ def main():
     s = SceneGenerator(640, 480).sample("test", 9_500)
 
     rows = []
-    for backend, name, config in SETTINGS:
+    for backend, name, config, threads in SETTINGS:
         kw = {"openvino_config": config} if backend == "openvino" else {}
-        eng = Engine.load(a.engine, backend=backend, threads=a.threads, **kw)
+        eng = Engine.load(a.engine, backend=backend, threads=threads or a.threads, **kw)
         segment_p50(eng, s.image, s.text, 20)
         b2b, paced = segment_p50(eng, s.image, s.text, a.runs), segment_p50(eng, s.image, s.text, a.runs, a.hz)
-        rows.append({"backend": backend, "setting": name, "back_to_back_p50_ms": b2b, "paced_p50_ms": paced})
+        rows.append({"backend": backend, "setting": name, "threads": threads or a.threads, "back_to_back_p50_ms": b2b,
+                     "paced_p50_ms": paced})
         print(f"{backend:12s} {name:26s} back to back {b2b:6.2f} ms   paced at {a.hz:g} Hz {paced:6.2f} ms", flush=True)
         if backend == "openvino" and name == "default":
             wake_ms = []

@@ -1,8 +1,8 @@
 """ROS image messages ↔ NumPy, with every inconsistency turned into a named ImageInputError.
 
 Works on rclpy messages (the node) and on rosbags messages (bag evaluation) alike: both have the
-same fields. Colour conversion comes from rosbags-image (NumPy-2 safe; PyPI's cv_bridge is not).
-We check size, step and data length first, and strip row padding, which rosbags-image does not do.
+same fields (PyPI's cv_bridge is broken on NumPy 2). We check size, step and data length first, strip row
+padding, and leave BGR frames in BGR until asked (``as_rgb``): the engine swaps channels after shrinking.
 """
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ class ImageInputError(InputError):
     """An image message the node cannot use; the message says why."""
 
 
-def raw_to_rgb(encoding: str, height: int, width: int, step: int, data, max_pixels: int) -> np.ndarray:
-    from rosbags.image.image import convert_color
+def raw_pixels(encoding: str, height: int, width: int, step: int, data, max_pixels: int) -> tuple[np.ndarray, str]:
+    """A raw image's pixels without colour conversion: (H, W, 3) uint8 and their channel order, "rgb" or
+    "bgr" (mono8 is spread to three equal channels, alpha is dropped). A consumer that shrinks the frame
+    first (the engine) swaps a BGR frame's channels on far fewer pixels than a full-frame conversion."""
     if encoding not in SUPPORTED:
         raise ImageInputError(f"unsupported encoding {encoding!r}; publish one of {', '.join(SUPPORTED)}")
     if height <= 0 or width <= 0:
@@ -34,8 +36,22 @@ def raw_to_rgb(encoding: str, height: int, width: int, step: int, data, max_pixe
     if buf.size < step * height:
         raise ImageInputError(f"data has {buf.size} bytes, {step * height} expected (step {step} x height {height})")
     rows = buf[: step * height].reshape(height, step)[:, : width * ch]  # drop row padding
-    img = rows.reshape(height, width, ch) if ch > 1 else rows.reshape(height, width)
-    return np.ascontiguousarray(convert_color(img, encoding, "rgb8"))
+    img = rows.reshape(height, width, ch)
+    if ch == 1:
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img[..., :3]), "bgr" if encoding.startswith("bgr") else "rgb"
+
+
+def as_rgb(pixels: np.ndarray, order: str) -> np.ndarray:
+    """(H, W, 3) uint8 in ``order`` → RGB."""
+    if order == "rgb":
+        return pixels
+    import cv2
+    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+
+
+def raw_to_rgb(encoding: str, height: int, width: int, step: int, data, max_pixels: int) -> np.ndarray:
+    return as_rgb(*raw_pixels(encoding, height, width, step, data, max_pixels))
 
 
 def _as_bytes(data) -> np.ndarray:
@@ -46,7 +62,8 @@ def _as_bytes(data) -> np.ndarray:
         return np.frombuffer(bytes(data), np.uint8)
 
 
-def compressed_to_rgb(fmt: str, data, max_pixels: int) -> np.ndarray:
+def compressed_pixels(fmt: str, data, max_pixels: int) -> tuple[np.ndarray, str]:
+    """A compressed image decoded: (H, W, 3) uint8 in OpenCV's BGR order, and "bgr"."""
     import cv2
     buf = _as_bytes(data)
     if buf.size == 0:
@@ -56,14 +73,23 @@ def compressed_to_rgb(fmt: str, data, max_pixels: int) -> np.ndarray:
         raise ImageInputError(f"compressed image ({fmt or 'unknown format'}, {buf.size} bytes) cannot be decoded")
     if img.shape[0] * img.shape[1] > max_pixels:
         raise ImageInputError(f"image of {img.shape[1]}x{img.shape[0]} exceeds max_image_pixels={max_pixels}")
-    return np.ascontiguousarray(img[..., ::-1])  # OpenCV decodes to BGR
+    return img, "bgr"
+
+
+def compressed_to_rgb(fmt: str, data, max_pixels: int) -> np.ndarray:
+    return as_rgb(*compressed_pixels(fmt, data, max_pixels))
+
+
+def to_pixels(msg, max_pixels: int = 40_000_000) -> tuple[np.ndarray, str]:
+    """sensor_msgs/Image or CompressedImage → (H, W, 3) uint8 and its channel order ("rgb" or "bgr")."""
+    if hasattr(msg, "format"):  # sensor_msgs/CompressedImage
+        return compressed_pixels(msg.format, msg.data, max_pixels)
+    return raw_pixels(msg.encoding, msg.height, msg.width, msg.step, msg.data, max_pixels)
 
 
 def to_rgb(msg, max_pixels: int = 40_000_000) -> np.ndarray:
     """sensor_msgs/Image or CompressedImage → (H, W, 3) uint8 RGB."""
-    if hasattr(msg, "format"):  # sensor_msgs/CompressedImage
-        return compressed_to_rgb(msg.format, msg.data, max_pixels)
-    return raw_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, max_pixels)
+    return as_rgb(*to_pixels(msg, max_pixels))
 
 
 def fill_image(msg, header, pixels: np.ndarray, encoding: str):

@@ -85,7 +85,7 @@ def scenario_serve(p, args):
     out = {"node_seen": p.wait_for_node(args.get("wait", 60))}
     p.spin(1.0)
     sent, ious = {}, []
-    for i, s in enumerate(scenes(args.get("n", 12))):
+    for i, s in enumerate(scenes(args.get("n", 12), args.get("w", 320), args.get("h", 240))):
         p.command_pub.publish(String(data=s.text))
         p.spin(0.3)
         enc = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"][i % 5] if args.get("encodings") else "rgb8"

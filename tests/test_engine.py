@@ -65,6 +65,20 @@ def test_a_new_command_or_image_reaches_the_graph(engine_dir, tiny_model, backen
     assert eng.text_encodes == 3
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_bgr_frame_gives_exactly_the_mask_of_its_rgb_frame(engine_dir, backend):
+    """segment(bgr=True) swaps the channels after the resize (what the node does with bgr8 cameras): the same
+    graph input, so the same mask and score, as converting the whole frame first."""
+    eng = Engine.load(engine_dir, backend=backend)
+    s = _scene((96, 160))
+    bgr = np.ascontiguousarray(s.image[..., ::-1])
+    np.testing.assert_array_equal(eng.preprocess(bgr, bgr=True), eng.preprocess(s.image))
+    (m_rgb, sc_rgb), (m_bgr, sc_bgr) = eng.segment(s.image, s.text), eng.segment(bgr, s.text, bgr=True)
+    np.testing.assert_array_equal(m_bgr, m_rgb)
+    assert sc_bgr == sc_rgb
+    assert not np.array_equal(eng.preprocess(bgr), eng.preprocess(s.image))  # the flag is what makes them equal
+
+
 @pytest.mark.skipif(len(BACKENDS) < 2, reason="needs OpenVINO beside ONNX Runtime")
 def test_openvino_runs_inputs_that_onnx_runtime_made(engine_dir):
     """Word features and mask from one runtime feed the other's segmenter (ONNX Runtime's int64 arrays carry a

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ptq4ris_core.ros_images import ImageInputError, fill_image, raw_to_rgb, to_rgb
+from ptq4ris_core.ros_images import ImageInputError, as_rgb, fill_image, raw_pixels, raw_to_rgb, to_pixels, to_rgb
 
 RGB = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
 AS = {"rgb8": RGB, "bgr8": RGB[..., ::-1], "rgba8": np.dstack([RGB, np.full((5, 7), 9, np.uint8)]),
@@ -19,6 +19,27 @@ def test_every_encoding_and_data_container_gives_the_same_rgb(encoding, containe
     pixels = np.ascontiguousarray(AS[encoding])
     out = raw_to_rgb(encoding, 5, 7, 7 * pixels.shape[2], container(pixels.tobytes()), 10**6)
     np.testing.assert_array_equal(out, RGB)
+
+
+@pytest.mark.parametrize("encoding", sorted(AS) + ["mono8"])
+def test_raw_pixels_keep_the_frames_channel_order_and_as_rgb_converts(encoding):
+    pixels = RGB[..., :1] if encoding == "mono8" else np.ascontiguousarray(AS[encoding])
+    out, order = raw_pixels(encoding, 5, 7, 7 * pixels.shape[2], pixels.tobytes(), 10**6)
+    assert out.shape == (5, 7, 3) and out.flags.c_contiguous and order == ("bgr" if encoding.startswith("bgr") else "rgb")
+    want = np.repeat(RGB[..., :1], 3, axis=2) if encoding == "mono8" else RGB
+    np.testing.assert_array_equal(as_rgb(out, order), want)
+    if order == "bgr":
+        np.testing.assert_array_equal(out, RGB[..., ::-1])  # not converted until asked
+
+
+def test_compressed_frames_come_as_bgr():
+    import cv2
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(RGB[..., ::-1]))
+    msg = SimpleNamespace(format="png", data=array.array("B", png.tobytes()))
+    out, order = to_pixels(msg)
+    assert order == "bgr"
+    np.testing.assert_array_equal(as_rgb(out, order), RGB)
+    np.testing.assert_array_equal(to_rgb(msg), RGB)
 
 
 def test_row_padding_is_dropped():

@@ -88,6 +88,19 @@ def test_serves_masks_with_the_source_header_in_every_encoding(node_factory, eng
     assert "processed" in log and "latency p50" in log  # diagnostics in the log
 
 
+def test_camera_sized_frames_travel_with_the_large_message_profile(node_factory, engine, monkeypatch):
+    """1280x720 frames (2.8 MB) in and masks (0.9 MB) out exceed Fast DDS's default 512 KB shared-memory segments:
+    the node loads its profile by itself and says so; the peer, like a camera driver, loads it from the environment."""
+    from ptq4ris_ros.transport import PROFILE
+    node = node_factory({"engine_path": engine})
+    node.env = {**node.env, "FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)}  # for the peer only: the node is running
+    res = node.peer("serve", {"n": 3, "w": 1280, "h": 720})
+    log = node.stop()
+    assert res["answered"] == res["sent"] == 3, (res, log)
+    assert all(c["stamp_ok"] and c["size_ok"] and c["result_ok"] for c in res["checks"]), res["checks"]
+    assert f"Fast DDS profile for camera-sized messages: {PROFILE}" in log
+
+
 def test_late_joining_node_gets_the_last_command(node_factory, engine, tmp_path):
     # The peer publishes its command first; the node starts after, and must still answer.
     node = Node.__new__(Node)

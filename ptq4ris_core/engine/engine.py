@@ -210,27 +210,31 @@ class Engine:
     def text_encodes(self) -> int:
         return self.text_features.encodes
 
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB → the segmenter's image input: (1, 3, S, S) uint8 (the graph normalises)."""
-        return np.ascontiguousarray(resize_rgb(image, self.size).transpose(2, 0, 1)[None])
+    def preprocess(self, image: np.ndarray, bgr: bool = False) -> np.ndarray:
+        """(H, W, 3) uint8 RGB (or BGR, ``bgr``) → the segmenter's image input: (1, 3, S, S) uint8 RGB (the
+        graph normalises). A BGR frame's channels are swapped after the resize, on S x S pixels only."""
+        small = resize_rgb(image, self.size)
+        return np.ascontiguousarray(small.transpose(2, 0, 1)[None, ::-1 if bgr else 1])
 
-    def feeds(self, image: np.ndarray, text: str) -> dict:
+    def feeds(self, image: np.ndarray, text: str, bgr: bool = False) -> dict:
         """The segmenter's inputs: the preprocessed image and the command's cached word features and mask."""
-        return {"image": self.preprocess(image), **self.text_features(text)}
+        return {"image": self.preprocess(image, bgr), **self.text_features(text)}
 
-    def _run(self, image: np.ndarray, text: str) -> np.ndarray:
-        return self._seg(self.feeds(image, text))[0]
+    def _run(self, image: np.ndarray, text: str, bgr: bool = False) -> np.ndarray:
+        return self._seg(self.feeds(image, text, bgr))[0]
 
     def logits(self, image: np.ndarray, text: str) -> np.ndarray:
         """Raw (1, 2, S, S) mask logits at the model's input size."""
         return self._run(check_image(image), text)
 
-    def segment(self, image: np.ndarray, text: str, threshold: float = 0.5) -> tuple[np.ndarray, float]:
+    def segment(self, image: np.ndarray, text: str, threshold: float = 0.5,
+                bgr: bool = False) -> tuple[np.ndarray, float]:
         """(H, W, 3) uint8 RGB + command → mask (H, W) uint8 0/255 at the image's size, and a score.
 
-        A pixel is in the mask when its foreground probability exceeds ``threshold``."""
+        A pixel is in the mask when its foreground probability exceeds ``threshold``. ``bgr``: the image's
+        channels are in BGR order (OpenCV, most ROS cameras): cheaper than converting the frame first."""
         image = check_image(image)
-        return mask_from_logits(self._run(image, text), image.shape[0], image.shape[1], threshold)
+        return mask_from_logits(self._run(image, text, bgr), image.shape[0], image.shape[1], threshold)
 
     def describe(self) -> str:
         q = self.meta.get("quantization", {})

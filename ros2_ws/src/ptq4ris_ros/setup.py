@@ -8,10 +8,11 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=[package_name],
+    package_data={package_name: ["fastdds_large_messages.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
-        (f"share/{package_name}/config", glob("config/*.yaml")),
+        (f"share/{package_name}/config", glob("config/*.yaml") + [f"{package_name}/fastdds_large_messages.xml"]),
         (f"share/{package_name}/launch", glob("launch/*.launch.py")),
     ],
     install_requires=["setuptools"],

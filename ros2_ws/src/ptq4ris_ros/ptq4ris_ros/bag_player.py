@@ -35,7 +35,10 @@ def main(argv=None):
     _bootstrap_ros_wheels()
     a = build_parser().parse_args(argv)
     from ptq4ris_core.tuning import tune_for_frames
+
+    from .transport import use_large_message_profile
     tune_for_frames()  # as the node: memory kept between frames, OpenCV on one thread
+    use_large_message_profile()  # the bag's frames leave this process: they must fit its shared memory
     import numpy as np
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
