@@ -31,6 +31,13 @@ def node_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _percentiles(values) -> dict:
+    import numpy as np
+    if not values:  # no mask came back (e.g. best-effort frames that never arrived)
+        return {"p50": float("nan"), "p90": float("nan")}
+    return {"p50": float(np.median(values)), "p90": float(np.percentile(values, 90))}
+
+
 def camera(args):
     """The camera + recorder process (ROS 2)."""
     import ros_wheels_bootstrapper  # noqa: F401  (re-executes once with the ROS library path)
@@ -47,7 +54,8 @@ def camera(args):
     profile = None if args.camera_default_transport else use_large_message_profile()  # as README asks of a camera driver
     rclpy.init()
     node = rclpy.create_node("ptq4ris_bench_camera")
-    image_pub = node.create_publisher(Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+    reliability = ReliabilityPolicy.BEST_EFFORT if args.best_effort else ReliabilityPolicy.RELIABLE
+    image_pub = node.create_publisher(Image, "image", QoSProfile(depth=1, reliability=reliability,
                                                                   history=HistoryPolicy.KEEP_LAST))
     cmd_pub = node.create_publisher(String, "command", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                                                    durability=DurabilityPolicy.TRANSIENT_LOCAL))
@@ -107,9 +115,7 @@ def camera(args):
     print("CAMERA " + json.dumps({
         "frames_sent": len(sent), "masks": len(got), "seconds": t_end - t0,
         "output_hz": len(in_window) / (t_end - t0), "wrong_header_or_size": len(wrong),
-        "node_latency_ms": {"p50": float(np.median(lat)), "p90": float(np.percentile(lat, 90))},
-        "node_engine_ms": {"p50": float(np.median(eng))},
-        "end_to_end_ms": {"p50": float(np.median(e2e)), "p90": float(np.percentile(e2e, 90))},
+        "node_latency_ms": _percentiles(lat), "node_engine_ms": _percentiles(eng), "end_to_end_ms": _percentiles(e2e),
         "camera_fastdds_profile": profile, "rss_mb": rss}), flush=True)
     node.destroy_node()
     rclpy.try_shutdown()
@@ -127,6 +133,8 @@ def main():
     ap.add_argument("--camera-default-transport", action="store_true",
                     help="the camera process keeps Fast DDS's default 512 KB shared-memory segments (a 640x480 frame "
                     "does not fit) instead of loading ptq4ris_ros's profile for camera-sized messages")
+    ap.add_argument("--best-effort", action="store_true",
+                    help="the camera publishes best effort and the node subscribes so (frames may be lost: see masks)")
     ap.add_argument("--json")
     ap.add_argument("--camera", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--node-pid", type=int, help=argparse.SUPPRESS)
@@ -151,13 +159,15 @@ def main():
     env = {k: v for k, v in os.environ.items() if not k.startswith("_ROS_WHEELS")}
     env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(200 + os.getpid() % 30), PYTHONUNBUFFERED="1")
     node = subprocess.Popen([str(VENV_BIN / "ptq4ris_node"), "--ros-args", "-p", f"engine_path:={a.engine}",
-                             "-p", f"threads:={a.threads}", "-p", f"backend:={a.backend}", "-p", "diagnostics_period_s:=30.0"],
+                             "-p", f"threads:={a.threads}", "-p", f"backend:={a.backend}", "-p", "diagnostics_period_s:=30.0",
+                             "-p", f"image_reliability:={'best_effort' if a.best_effort else 'reliable'}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         time.sleep(1.0)
         r = subprocess.run([sys.executable, str(HERE), "--camera", "--engine", a.engine, "--frames", str(a.frames),
                             "--hz", str(a.hz), "--node-pid", str(node.pid)]
-                           + (["--camera-default-transport"] if a.camera_default_transport else []),
+                           + (["--camera-default-transport"] if a.camera_default_transport else [])
+                           + (["--best-effort"] if a.best_effort else []),
                            env=env, capture_output=True, text=True)
     finally:
         node.send_signal(signal.SIGINT)

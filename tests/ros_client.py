@@ -81,6 +81,9 @@ def scenes(n, w=320, h=240, offset=0):
 
 def scenario_serve(p, args):
     """Command sent before the node starts (late joiner); scenes in every encoding; masks vs ground truth."""
+    if args.get("best_effort"):  # a camera that publishes best effort (the node must subscribe so too)
+        p.image_pub = p.n.create_publisher(Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                                                                        history=HistoryPolicy.KEEP_LAST))
     p.command_pub.publish(String(data=args.get("first_command", "the red circle")))
     out = {"node_seen": p.wait_for_node(args.get("wait", 60))}
     p.spin(1.0)
@@ -93,7 +96,7 @@ def scenario_serve(p, args):
         sent[msg.header.frame_id] = (s, msg, enc)
         before = len(p.masks)
         p.send(msg)
-        p.wait_for(lambda: len(p.masks) > before, 20)
+        p.wait_for(lambda: len(p.masks) > before, args.get("frame_timeout", 20))
     p.spin(1.0)
     checks = []
     results = {r["frame_id"]: r for r in p.results}
