@@ -50,10 +50,6 @@ def as_rgb(pixels: np.ndarray, order: str) -> np.ndarray:
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
 
 
-def raw_to_rgb(encoding: str, height: int, width: int, step: int, data, max_pixels: int) -> np.ndarray:
-    return as_rgb(*raw_pixels(encoding, height, width, step, data, max_pixels))
-
-
 def _as_bytes(data) -> np.ndarray:
     """A uint8 view of a message's data without copying (rclpy gives array.array, rosbags ndarray)."""
     try:
@@ -74,10 +70,6 @@ def compressed_pixels(fmt: str, data, max_pixels: int) -> tuple[np.ndarray, str]
     if img.shape[0] * img.shape[1] > max_pixels:
         raise ImageInputError(f"image of {img.shape[1]}x{img.shape[0]} exceeds max_image_pixels={max_pixels}")
     return img, "bgr"
-
-
-def compressed_to_rgb(fmt: str, data, max_pixels: int) -> np.ndarray:
-    return as_rgb(*compressed_pixels(fmt, data, max_pixels))
 
 
 def to_pixels(msg, max_pixels: int = 40_000_000) -> tuple[np.ndarray, str]:

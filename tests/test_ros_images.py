@@ -5,7 +5,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ptq4ris_core.ros_images import ImageInputError, as_rgb, fill_image, raw_pixels, raw_to_rgb, to_pixels, to_rgb
+from ptq4ris_core.ros_images import ImageInputError, as_rgb, fill_image, raw_pixels, to_pixels, to_rgb
+
+
+def raw_to_rgb(*args):
+    return as_rgb(*raw_pixels(*args))
+
 
 RGB = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
 AS = {"rgb8": RGB, "bgr8": RGB[..., ::-1], "rgba8": np.dstack([RGB, np.full((5, 7), 9, np.uint8)]),
