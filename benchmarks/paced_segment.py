@@ -27,24 +27,25 @@ def segment_p50(eng, image, text, n: int, hz: float | None = None, busy: bool = 
     """segment() p50 in ms over n calls: back to back, or paced at hz like a camera (``busy``: spin until
     the frame is due instead of sleeping; ``before``: called before each frame, ``ahead_ms`` before it is due
     (0: just before it), timed into ``before_ms``)."""
+    def timed_before():
+        t = time.perf_counter()
+        before()
+        before_ms.append((time.perf_counter() - t) * 1000)
+
     times, t0 = [], time.perf_counter()
     for i in range(n):
         if hz:
             due = t0 + i / hz
             if before and ahead_ms:
                 time.sleep(max(0.0, due - ahead_ms / 1000 - time.perf_counter()))
-                t = time.perf_counter()
-                before()
-                before_ms.append((time.perf_counter() - t) * 1000)
+                timed_before()
             if busy:
                 while time.perf_counter() < due:
-                    pass
+                    pass  # the point of this row: a core kept running until the frame is due
             else:
                 time.sleep(max(0.0, due - time.perf_counter()))
         if before and not ahead_ms:
-            t = time.perf_counter()
-            before()
-            before_ms.append((time.perf_counter() - t) * 1000)
+            timed_before()
         t = time.perf_counter()
         eng.segment(image, text)
         times.append((time.perf_counter() - t) * 1000)
