@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from .engine.cpu import TARGETS
 from .errors import InputError, PTQ4RISError
 from .tuning import tune_for_frames
 
@@ -75,19 +76,23 @@ def cmd_eval(a):
     if a.engine:
         from .engine import Engine
         from .evaluate import evaluate_engine
-        eng = Engine.load(a.engine, backend=a.backend)
+        eng = Engine.load(a.engine, backend=a.backend, allow_unsafe=a.allow_unsafe)
+        _print_engine_report(eng)
         summary = evaluate_engine(eng, a.split, a.limit, seed=a.seed)
-        summary.update({"engine": a.engine, "backend": eng.backend, "precision": eng.precision})
+        summary.update({"engine": a.engine, "backend": eng.backend, "precision": eng.precision,
+                        "target": eng.target, "cpu": eng.report()["cpu"]})
+    elif a.quantized:
+        from .calib.saved import load_quantized
+        from .engine.targets import weights_for_target
+        model, meta = load_quantized(a.quantized)
+        with weights_for_target(model, a.target) as target:  # simulate what an engine of this target stores
+            summary = evaluate_model(model, a.split, a.limit, batch=a.batch, seed=a.seed)
+        summary.update({"model": f"{a.quantized} ({meta['method']} {meta['bits']}, weights as target {target} "
+                                 f"stores them)", "target": target})
     else:
-        if a.quantized:
-            from .calib.saved import load_quantized
-            model, meta = load_quantized(a.quantized)
-            label = f"{a.quantized} ({meta['method']} {meta['bits']})"
-        else:
-            from .models import load_model
-            model, label = load_model(a.model), str(a.model)
-        summary = evaluate_model(model, a.split, a.limit, batch=a.batch, seed=a.seed)
-        summary["model"] = label
+        from .models import load_model
+        summary = evaluate_model(load_model(a.model), a.split, a.limit, batch=a.batch, seed=a.seed)
+        summary["model"] = str(a.model)
     summary.update({"split": a.split, "seed": a.seed})
     print(format_summary(summary))
     _json_out(a.json, summary)
@@ -149,17 +154,26 @@ def cmd_publish(a):
           f"dropped {info['dropped'] or 'nothing'}")
 
 
+def _print_engine_report(eng):
+    r = eng.report()
+    print(f"engine: target {r['target']}, {r['runtime']} ({r['why']}); self-check {r['self_check']}\nCPU: {r['cpu']}")
+
+
 def cmd_export(a):
     import json
     from .engine.export import export_fp32, export_quantized
     if bool(a.fp32) == bool(a.quantized):
         raise InputError("say what to export: --fp32 (the float model) or --quantized DIR (a calibrated folder)")
     if a.quantized:
-        out = export_quantized(a.quantized, a.out, symmetric=a.symmetric, exact=a.exact)
+        out = export_quantized(a.quantized, a.out, symmetric=a.symmetric, exact=a.exact, target=a.target)
         q = json.loads((out / "meta.json").read_text(encoding="utf-8"))["quantization"]
         split = sum("integer GEMMs" in how for how in q["integer_layers"].values())
+        t = q["target"]
         print(f"{out}: {q['method']} {q['bits']} engine, {len(q['integer_layers'])} integer layers "
-              f"({split} of them as several integer GEMMs), {len(q['float_layers'])} float (see meta.json)")
+              f"({split} of them as several integer GEMMs), {len(q['float_layers'])} float (see meta.json)\n"
+              f"target {t['stored']}: " + ("no u8 x s8 weight pair can saturate int16: right on every CPU"
+                                           if t["int16_pair_safe"] else "full 8-bit weights: right only on CPUs "
+                                           "with VNNI or AMX, ARM and GPUs; refused on others"))
         stand_ins = sum("stand-in" in how for how in q["integer_layers"].values())
         if stand_ins and not q["bits"].upper().endswith("A8"):
             print(f"warning: {stand_ins} layers run a uniform {q['bits'][-2:]} stand-in for quantizers the graph does "
@@ -319,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quantized", help="evaluate a folder written by 'ptq4ris calibrate' instead")
     e.add_argument("--engine", help="evaluate an engine folder (from 'ptq4ris export') instead, one scene at a time")
     e.add_argument("--backend", default="auto", help="engine runtime: " + BACKEND_HELP)
+    e.add_argument("--target", choices=TARGETS, default="portable", help="with --quantized: simulate the weights "
+                   "as this export target stores them (default portable, as 'ptq4ris export' does)")
+    e.add_argument("--allow-unsafe", action="store_true", help="with --engine: load an engine even when its "
+                   "weights saturate on this CPU or its self-check fails (for experiments: the masks may be wrong)")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--limit", type=int, default=1000, help="number of scenes (default 1000)")
     e.add_argument("--batch", type=int, default=32)
@@ -389,6 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "exactly as a sum of integer GEMMs (one per region, band or channel group), or as one uniform "
                    "stand-in. auto (default): exact below 8-bit activations, stand-in at 8 bits (as accurate there, "
                    "and faster); always; never")
+    x.add_argument("--target", choices=TARGETS, default="portable",
+                   help="what the integer weights store. portable (default): 7-bit codes wherever 8-bit ones could "
+                   "saturate the int16 pair sums of x86 int8 kernels without VNNI (AVX2, AVX-512 without VNNI), "
+                   "so the engine is right on every CPU; on a VNNI CPU it measured as accurate and as fast as "
+                   "vnni (docs/RESULTS.md). vnni: full 8-bit weights, right only on CPUs with AVX512-VNNI, "
+                   "AVX-VNNI or AMX, on ARM and on GPUs; Engine.load refuses it elsewhere. auto: the target for "
+                   "the machine this runs on")
     x.add_argument("--out", required=True, help="engine folder to write")
     x.set_defaults(func=cmd_export)
     bn = sub.add_parser("bench", help="time engines side by side (interleaved, batch 1), with op profiles",

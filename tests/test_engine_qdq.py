@@ -14,7 +14,10 @@ import torch
 
 from ptq4ris_core.calib.calibrate import CalibrationSet, calibrate
 from ptq4ris_core.calib.saved import example_batch
+from ptq4ris_core.engine.cpu import cpu_int8
 from ptq4ris_core.engine.export import _export, _Segmenter, export_engine
+from ptq4ris_core.engine.golden import F32_MAX_ERROR, F32_MEAN_ERROR
+from ptq4ris_core.engine.targets import weights_for_target
 from ptq4ris_core.engine.integer_ops import layer_macs, ort_integer_share, ov_integer_share
 from ptq4ris_core.engine.qdq import deploy_mode, input_parts, uniform_stand_in
 from ptq4ris_core.methods import get_method
@@ -34,16 +37,22 @@ def _calibrated(model, method, bits):
     return q, CalibrationSet(n=2).build(model.cfg, Preprocessor(model.cfg))
 
 
-@pytest.mark.parametrize("method,bits,symmetric", [("rtn", (8, 8), False), ("rtn", (4, 6), False),
-                                                   ("ptq4ris", (8, 8), False), ("ptq4ris", (8, 8), True)])
-def test_qdq_segmenter_matches_deploy_simulation_and_runs_integer_kernels(tiny_model, tmp_path, method, bits, symmetric):
+CPU = cpu_int8()
+VNNI_ONLY = pytest.mark.skipif(CPU.saturates, reason=f"full 8-bit weights saturate int16 pairs here: {CPU.describe()}")
+
+
+@pytest.mark.parametrize("method,bits,symmetric,target", [
+    ("rtn", (8, 8), False, "portable"), ("rtn", (4, 6), False, "portable"), ("ptq4ris", (8, 8), False, "portable"),
+    ("ptq4ris", (8, 8), True, "portable"), pytest.param("rtn", (8, 8), False, "vnni", marks=VNNI_ONLY)])
+def test_qdq_segmenter_matches_deploy_simulation_and_runs_integer_kernels(tiny_model, tmp_path, method, bits, symmetric,
+                                                                          target):
     q, batches = _calibrated(tiny_model, method, bits)
     img, ids, m = example_batch(tiny_model.cfg)
     pixels = np.ascontiguousarray(SceneGenerator(tiny_model.cfg.image_size).sample("train", 0).image.transpose(2, 0, 1)[None])  # img, before normalising
     path, opt = tmp_path / "seg.onnx", tmp_path / "seg_opt.onnx"
     with torch.no_grad():
         words = q.text_encoder(ids, m)
-        with deploy_mode(q, batches, symmetric) as how:
+        with weights_for_target(q, target), deploy_mode(q, batches, symmetric) as how:
             sim = q.segment_features(img, words, m).numpy()
             _export(_Segmenter(q), (torch.from_numpy(pixels), words, m), path, ["image", "words", "word_mask"], ["logits"])
     seg = {n: h for n, h in how.items() if not n.startswith("text_encoder.")}
@@ -65,8 +74,10 @@ def test_qdq_segmenter_matches_deploy_simulation_and_runs_integer_kernels(tiny_m
     so.optimized_model_filepath = str(opt)
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     out = sess.run(None, {"image": pixels, "words": words.numpy(), "word_mask": m.numpy()})[0]
-    # QLinearConv requantizes in integer arithmetic: a rare element may land one output step away.
-    assert np.abs(out - sim).mean() < 1e-3 and np.abs(out - sim).max() < 0.1
+    # QLinearConv requantizes in integer arithmetic: a rare element may land one output step away (the
+    # tolerance of the engine's self-check at load, golden.py).
+    err = np.abs(out - sim)
+    assert err.mean() < F32_MEAN_ERROR and err.max() < F32_MAX_ERROR, (err.mean(), err.max(), CPU.describe())
     ops = collections.Counter(n.op_type for n in onnx.load(opt).graph.node)
     n_linear = sum(t is QuantLinear for t in wrapped.values())
     assert ops["QGemm"] + ops["MatMulIntegerToFloat"] == n_linear, ops

@@ -6,9 +6,11 @@ from pathlib import Path
 
 from ..errors import PTQ4RISError
 from ..files import sha256
+from .golden import GOLDEN_FILE
 
 FORMAT = "ptq4ris-engine"
-FORMAT_VERSION = 2  # 2: the segmenter takes the resized image as uint8; the text graph gives the mask too
+FORMAT_VERSION = 3  # 2: the segmenter takes the resized image as uint8; the text graph gives the mask too;
+# 3: the export target (what the integer weights store) and the golden cases of the self-check
 TEXT_GRAPH, SEG_GRAPH, META = "text_encoder.onnx", "segmenter.onnx", "meta.json"
 TEXT_OUTPUTS = ("words", "word_mask")  # the text graph's outputs: the segmenter's inputs besides the image
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -42,7 +44,7 @@ def read_meta(folder: Path, verify: bool = True) -> dict:
     if meta.get("format_version") != FORMAT_VERSION:
         raise EngineError(f"{folder} has engine format version {meta.get('format_version')}, this library reads "
                           f"version {FORMAT_VERSION}; re-export it with this version of ptq4ris")
-    for name in (TEXT_GRAPH, SEG_GRAPH) + TOKENIZER_FILES:
+    for name in (TEXT_GRAPH, SEG_GRAPH, GOLDEN_FILE) + TOKENIZER_FILES:
         if name not in meta.get("files", {}):
             raise EngineError(f"{mp} lists no {name}; re-export the engine")
     if verify:

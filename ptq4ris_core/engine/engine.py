@@ -11,6 +11,9 @@ import numpy as np
 
 from ..segment import TextCache, check_image, mask_from_logits, resize_rgb
 from .artifact import SEG_GRAPH, TEXT_GRAPH, EngineError, read_meta
+from .choice import backend_order
+from .cpu import cpu_int8
+from .golden import failure_message, read_golden, run_self_check
 
 BACKENDS = ("auto", "onnxruntime", "openvino")
 PRECISIONS = ("auto", "f32", "bf16", "f16")  # the float parts' precision; OpenVINO's choice, ONNX Runtime's is f32
@@ -133,20 +136,37 @@ def runtime_label(backend: str, precision: str = "f32") -> str:
     return backend if precision == "f32" else f"{backend} ({precision})"
 
 
-def _pick_backend(backend: str) -> str:
-    if backend != "auto":
-        return backend
-    try:  # OpenVINO ran QDQ graphs fastest on this kind of CPU (DESIGN.md); ORT otherwise
-        import openvino  # noqa: F401
-        return "openvino"
-    except ImportError:
-        return "onnxruntime"
+def _runs_on_cpu(backend: str, providers, device: str) -> bool:
+    if backend == "openvino":
+        return device.upper().startswith(("CPU", "AUTO", "HETERO", "MULTI"))
+    return not providers or providers[0] == "CPUExecutionProvider"
+
+
+def check_target(folder, meta: dict, on_cpu: bool, cpu=None) -> str | None:
+    """Refuse (EngineError) an engine whose stored weights saturate int16 pairs on this CPU; a warning to
+    give instead when the caller allows it, else None."""
+    cpu = cpu or cpu_int8()
+    target = meta.get("quantization", {}).get("target")
+    if target is None or target["int16_pair_safe"] or not on_cpu or not cpu.saturates:
+        return None
+    source = meta["quantization"].get("source") or "CALIBRATED_DIR"
+    return (f"{folder} stores full 8-bit weights (export target {target['stored']!r}, exported on {target['exported_on']}), "
+            f"but this CPU adds u8 x s8 pairs in a saturating int16: {cpu.describe()}. Its masks would be wrong "
+            f"here. Re-export it for every CPU: ptq4ris export --quantized {source} --target portable --out {folder}"
+            f"  (allow_unsafe=True / --allow-unsafe loads it anyway, for experiments)")
+
+
+def _installed() -> tuple[str, ...]:
+    import importlib.util
+    return tuple(b for b in ("onnxruntime", "openvino") if importlib.util.find_spec(b) is not None)
 
 
 class Engine:
     def __init__(self, folder: Path, meta: dict, backend: str, text_runner, seg_runner, tokenizer,
-                 precision: str = "f32"):
+                 precision: str = "f32", why: str = ""):
         self.folder, self.meta, self.backend, self.precision = folder, meta, backend, precision
+        self.why = why  # why this backend and precision (``backend="auto"``), or that the caller chose them
+        self.self_check: dict | None = None  # the golden cases' result at load (``golden.py``)
         self._text, self._seg, self.tokenizer = text_runner, seg_runner, tokenizer
         self.size = int(meta["input"]["image_size"])
         self.max_tokens = int(meta["tokenizer"]["max_tokens"])
@@ -160,29 +180,62 @@ class Engine:
     @classmethod
     def load(cls, path, backend: str = "auto", providers=None, device: str = "CPU", threads: int = 2,
              verify: bool = True, precision: str = "auto", openvino_config: dict | None = None,
-             cache_dir="auto") -> "Engine":
+             cache_dir="auto", allow_unsafe: bool = False, self_check: bool = True) -> "Engine":
         """``backend``: auto | onnxruntime | openvino, optionally with the float precision after a colon
-        (``openvino:bf16``). ``providers``: ONNX Runtime execution providers. ``device``: OpenVINO device
+        (``openvino:bf16``); auto takes the runtime measured fastest for this kind of CPU (``choice.py``) whose
+        self-check passes. ``providers``: ONNX Runtime execution providers. ``device``: OpenVINO device
         (CPU, GPU, NPU). ``precision``: the float parts' precision on OpenVINO (auto, f32, bf16, f16; auto: f32
         for a float engine, bf16 for a quantized one where the CPU has it). ``openvino_config``: more
         OpenVINO properties, e.g. {"PERFORMANCE_HINT": "LATENCY"}. ``cache_dir``: OpenVINO's compile cache
-        (``ov_cache_dir``; None, or ``verify=False``, compiles at every load)."""
+        (``ov_cache_dir``; None, or ``verify=False``, compiles at every load).
+
+        An engine whose weights saturate on this CPU (export target vnni on a CPU without VNNI) is refused,
+        and so is one whose golden cases do not reproduce the deploy simulation here (``golden.py``);
+        ``allow_unsafe=True`` loads both with a warning, for experiments. ``self_check=False`` skips the
+        golden cases (``Engine.self_check`` is then None)."""
         folder = Path(path)
         backend, precision = parse_backend(backend, precision)
         meta = read_meta(folder, verify=verify)
-        backend = _pick_backend(backend)
         if backend == "onnxruntime" and precision not in ("auto", "f32"):
             raise EngineError(f"ONNX Runtime runs an engine's float parts in f32; {precision} is an OpenVINO "
                               f"precision (backend openvino:{precision})")
+        if backend == "openvino" and providers:
+            raise EngineError("providers are ONNX Runtime's; for OpenVINO choose device= (CPU, GPU, NPU)")
+        candidates = backend_order(meta, cpu_int8(), installed=_installed()) if backend == "auto" \
+            else [(backend, "chosen by the caller")]
+        failures = []
+        for name, why in candidates:
+            refusal = check_target(folder, meta, _runs_on_cpu(name, providers, device))
+            if refusal and not allow_unsafe:
+                raise EngineError(refusal)
+            if refusal:
+                log.warning("%s", refusal)
+            eng = cls._build(folder, meta, name, providers, device, threads, precision, openvino_config,
+                             cache_dir if verify else None, why)
+            if not self_check:
+                return eng
+            eng.self_check = eng.run_self_check()
+            if eng.self_check["passed"]:
+                return eng
+            message = failure_message(folder, eng.self_check, eng.runtime, cpu_int8().describe())
+            if allow_unsafe:
+                log.warning("%s", message)
+                return eng
+            failures.append(message)
+            if len(candidates) > 1:
+                log.warning("%s; trying the next runtime", message)
+        raise EngineError(failures[-1] if len(failures) == 1 else " | ".join(failures))
+
+    @classmethod
+    def _build(cls, folder, meta, backend, providers, device, threads, precision, openvino_config, cache_dir,
+               why) -> "Engine":
         precision = _ov_precision(precision, meta, device) if backend == "openvino" else "f32"
         # The two graphs compile one after the other: compiled at once in two threads (0.3 s sooner), they were
         # the likely cause of a test process whose locale turned to "C" (ASCII) (docs/RESULTS.md, issue 4).
         if backend == "onnxruntime":
             runners = [_OrtRunner(folder / g, providers, threads) for g in (TEXT_GRAPH, SEG_GRAPH)]
         else:
-            if providers:
-                raise EngineError("providers are ONNX Runtime's; for OpenVINO choose device= (CPU, GPU, NPU)")
-            cache = ov_cache_dir(cache_dir) if verify else None
+            cache = ov_cache_dir(cache_dir) if cache_dir is not None else None
             runners = [_OvRunner(folder / g, device, threads, precision, openvino_config,
                                  cache and _cache_key(cache, meta["files"][g], device, threads, precision,
                                                       openvino_config))
@@ -192,7 +245,17 @@ class Engine:
             tok = BertTokenizerFast.from_pretrained(str(folder))
         except Exception as e:  # noqa: BLE001
             raise EngineError(f"the tokenizer files in {folder} cannot be read ({e}); re-export the engine") from e
-        return cls(folder, meta, backend, runners[0], runners[1], tok, precision)
+        return cls(folder, meta, backend, runners[0], runners[1], tok, precision, why)
+
+    def run_self_check(self) -> dict:
+        """Run the golden cases stored at export on this runtime: {passed, cases: [errors], ms}."""
+        cases = read_golden(self.folder / self.meta["self_check"]["file"], self.meta["self_check"]["cases"])
+
+        def encode(ids, mask):
+            arrays = self._text({"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64)})
+            return {name: a for names, a in zip(self._text_names, arrays) for name in names}
+
+        return run_self_check(cases, encode, lambda feeds: self._seg(feeds)[0], self.precision)
 
     def _encode(self, text: str) -> dict:
         """The command's word features and mask, as the segmenter takes them: {input name: array}."""
@@ -236,7 +299,21 @@ class Engine:
         image = check_image(image)
         return mask_from_logits(self._run(image, text, bgr), image.shape[0], image.shape[1], threshold)
 
+    @property
+    def target(self) -> str:
+        """What the integer weights store: portable, vnni, or float (an FP32 engine)."""
+        t = self.meta.get("quantization", {}).get("target")
+        return t["stored"] if t else "float"
+
     def describe(self) -> str:
         q = self.meta.get("quantization", {})
-        return (f"{self.meta['model']['name']} {q.get('method', '?')} {q.get('bits', '?')} on {self.backend} "
-                f"(float parts {self.precision})")
+        return (f"{self.meta['model']['name']} {q.get('method', '?')} {q.get('bits', '?')} (target {self.target}) on "
+                f"{self.backend} (float parts {self.precision})")
+
+    def report(self) -> dict:
+        """What the engine is doing on this machine, for people and diagnostics: CPU, target, runtime, self-check."""
+        check = self.self_check
+        return {"cpu": cpu_int8().describe(), "target": self.target, "runtime": self.runtime, "why": self.why,
+                "self_check": "skipped" if check is None else
+                ("passed" if check["passed"] else "FAILED") + f" ({len(check['cases'])} golden cases, "
+                f"largest mean error {max(c['mean_abs_error'] for c in check['cases']):.2g}, {check['ms']:.0f} ms)"}

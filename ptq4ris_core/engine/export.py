@@ -7,12 +7,16 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..models.text_encoder import minilm_dir
 from .artifact import SEG_GRAPH, TEXT_GRAPH, TEXT_OUTPUTS, TOKENIZER_FILES, write_meta
+from .cpu import cpu_int8, max_pair_sum, pair_safe
+from .golden import GOLDEN_FILE, write_golden
 from .qdq import has_packed_weights
+from .targets import weights_for_target
 
 OPSET = 17
 
@@ -68,14 +72,54 @@ def _export_graphs(model, out: Path):
     _export(_Segmenter(model), (image, words, mask), out / SEG_GRAPH, ["image", *TEXT_OUTPUTS], ["logits"])
 
 
+GOLDEN_SCENES = (0, 1)  # test-split scenes whose simulated logits the engine checks itself against at load
+
+
+def _golden_cases(model) -> list[dict]:
+    """The golden cases' inputs, and the logits the model computes for them as it is now (inside
+    ``deploy_mode``: the deploy simulation)."""
+    from ..data import SceneGenerator
+    from ..models import Preprocessor
+    gen, pre = SceneGenerator(model.cfg.image_size), Preprocessor(model.cfg)
+    cases = []
+    with torch.no_grad():
+        for i in GOLDEN_SCENES:
+            s = gen.sample("test", i)
+            ids, m = pre.texts([s.text])
+            image = torch.from_numpy(np.ascontiguousarray(s.image.transpose(2, 0, 1)[None]))
+            words, wm = _TextEncoder(model)(ids, m)
+            cases.append({"text": s.text, "image": image.numpy(), "input_ids": ids.numpy(),
+                          "attention_mask": m.numpy(), "logits": _Segmenter(model)(image, words, wm).numpy()})
+    return cases
+
+
+def _stored_weights(model) -> dict:
+    """{integer layer: what its weights store}: bits, the largest code, the largest pair sum in any order,
+    and whether every u8 x s8 pair of it fits a saturating int16."""
+    from ..nn import QuantLinear
+    stores = {}
+    for name, mod in model.named_modules():
+        parts = getattr(mod, "_deploy", None)
+        if not isinstance(parts, list):
+            continue
+        axis = 1 if isinstance(mod, QuantLinear) else 0  # linear codes are stored transposed (in, out)
+        pair = max(max_pair_sum(d["w"].numpy(), axis) for d in parts)
+        stores[name] = {"weight_bits": mod.weight_quantizer.bits,
+                        "max_code": max(int(d["w"].abs().max()) for d in parts),
+                        "max_pair_sum": pair, "int16_pair_safe": pair_safe(pair)}
+    return stores
+
+
 def export_engine(model, out: str | Path, info: dict | None = None, batches=None, symmetric: bool = False,
-                  exact: str = "auto") -> Path:
+                  exact: str = "auto", target: str = "portable") -> Path:
     """Export a float model, or a calibrated one (``info["quantization"]`` set): its deployable
     layers become integer QDQ layers, the rest runs in float, and meta.json says which is which.
     ``batches`` (the calibration inputs) calibrate the conv output quantizers that integer convs need.
     ``symmetric``: zero point 0 on every activation (int8), the form TensorRT takes. ``exact``: when
     DRQ-GELU and RORQ's groups run exactly, as several integer GEMMs (auto: below 8 bits; always;
-    never: one uniform stand-in each)."""
+    never: one uniform stand-in each). ``target``: portable (weights that no CPU saturates), vnni (full
+    8-bit weights: right only on CPUs with VNNI, AMX, ARM or GPUs), auto (the target for this CPU); see
+    ``targets.py``. The engine folder also gets the golden cases of its self-check (``golden.py``)."""
     import onnx
 
     from ..nn import QuantMatMul, QuantModule
@@ -87,8 +131,13 @@ def export_engine(model, out: str | Path, info: dict | None = None, batches=None
     quant = dict((info or {}).get("quantization", {"method": "fp32", "bits": "FP32"}))
     if any(isinstance(m, QuantModule) for m in model.modules()):
         quant["symmetric_activations"], quant["exact_groups"] = symmetric, exact
-        with deploy_mode(model, batches, symmetric, exact) as how:
+        with weights_for_target(model, target) as resolved, deploy_mode(model, batches, symmetric, exact) as how:
             _export_graphs(model, out)
+            golden = _golden_cases(model)
+            stores = _stored_weights(model)
+        quant["target"] = {"requested": target, "stored": resolved, "exported_on": cpu_int8().describe(),
+                           "int16_pair_safe": all(s["int16_pair_safe"] for s in stores.values())}
+        quant["weights"] = stores
         quantized = [n for n, m in model.named_modules() if isinstance(m, QuantModule) and m.quantizers()]
         quant["integer_layers"] = how
         quant["float_layers"] = {n: "attention matmul: kept float (faster than int8 on these runtimes)"
@@ -98,6 +147,8 @@ def export_engine(model, out: str | Path, info: dict | None = None, batches=None
                                  for n in quantized if n not in how}
     else:
         _export_graphs(model, out)
+        golden = _golden_cases(model)
+    texts = write_golden(out / GOLDEN_FILE, golden)
     for name in TOKENIZER_FILES:
         shutil.copy(minilm_dir() / name, out / name)
     import onnxruntime
@@ -108,6 +159,7 @@ def export_engine(model, out: str | Path, info: dict | None = None, batches=None
                       "color": "RGB"},
             "tokenizer": {"max_tokens": cfg.max_tokens, "lowercase": True},
             "opset": OPSET,
+            "self_check": {"file": GOLDEN_FILE, "cases": texts},
             "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
                          "python": platform.python_version()}}
     write_meta(out, meta)
@@ -122,7 +174,7 @@ def export_fp32(model_name: str, out) -> Path:
                                                        "weights_sha256": base_identity(model_name)["sha256"]})
 
 
-def export_quantized(calibrated, out, symmetric: bool = False, exact: str = "auto") -> Path:
+def export_quantized(calibrated, out, symmetric: bool = False, exact: str = "auto", target: str = "portable") -> Path:
     """The integer engine of a folder written by ``ptq4ris calibrate`` (or ``save_quantized``)."""
     from ..calib.calibrate import CalibrationSet
     from ..calib.saved import load_quantized
@@ -133,4 +185,4 @@ def export_quantized(calibrated, out, symmetric: bool = False, exact: str = "aut
     info = {"model": meta["base"]["name"], "weights_sha256": meta["base"]["sha256"], "quantization": {
         "method": meta["method"], "options": meta.get("options", {}), "bits": meta["bits"],
         "calibration": meta["calibration"], "config": meta["config"], "source": str(calibrated)}}
-    return export_engine(model, out, info, batches, symmetric, exact)
+    return export_engine(model, out, info, batches, symmetric, exact, target)

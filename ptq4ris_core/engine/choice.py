@@ -1,0 +1,37 @@
+"""``backend="auto"``: which runtime to try first for an engine on this kind of CPU, and why.
+
+The order comes from ``ptq4ris bench`` runs recorded in docs/RESULTS.md ("Hardware table", issue 18): each
+row below names the CPU class and engine kind it was measured on. ``Engine.load`` then runs the engine's
+golden cases and moves on to the next runtime when one does not reproduce the simulation, so the pick is
+the fastest *correct* runtime, not only the fastest.
+"""
+from __future__ import annotations
+
+# (CPU class, engine kind) → runtimes, fastest first, and the measurement behind the order.
+MEASURED = {
+    ("int32-dot", "quantized"): (("openvino", "onnxruntime"),
+                                 "W8A8 segmenter fastest on OpenVINO on AVX512-VNNI Xeons (docs/RESULTS.md, issue 4)"),
+    ("int16-pairs", "quantized"): (("openvino", "onnxruntime"),
+                                   "W8A8 segmenter fastest on OpenVINO on AVX2 CPUs without VNNI "
+                                   "(docs/RESULTS.md, hardware table)"),
+    ("any", "float"): (("openvino", "onnxruntime"),
+                       "FP32 graphs fastest on OpenVINO on every x86 CPU measured (docs/RESULTS.md)"),
+}
+
+
+def cpu_class(cpu) -> str:
+    """int16-pairs: x86 int8 GEMMs add u8 x s8 pairs in int16 (no VNNI); int32-dot: everything else."""
+    return "int16-pairs" if cpu.saturates else "int32-dot"
+
+
+def backend_order(meta: dict, cpu, installed: tuple[str, ...]) -> list[tuple[str, str]]:
+    """[(backend, why)] to try in turn, among the installed runtimes."""
+    quantized = meta.get("quantization", {}).get("method", "fp32") != "fp32"
+    key = (cpu_class(cpu), "quantized") if quantized else ("any", "float")
+    order, source = MEASURED[key]
+    picks = [b for b in order if b in installed]
+    if not picks:
+        from .artifact import EngineError
+        raise EngineError("neither onnxruntime nor openvino is installed; pip install 'ptq4ris-core[engine]'")
+    return [(b, f"auto: {source}" if i == 0 else f"auto: {order[0]} failed its self-check here, so the next "
+             f"fastest ({source})") for i, b in enumerate(picks)]
