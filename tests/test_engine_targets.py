@@ -1,0 +1,178 @@
+"""Export targets and the engine's self-check: checks that bite on every CPU, saturating or not."""
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import pytest
+import torch
+
+from ptq4ris_core.calib.calibrate import CalibrationSet, calibrate
+from ptq4ris_core.engine import Engine, EngineError, export_engine
+from ptq4ris_core.engine import engine as engine_module
+from ptq4ris_core.engine.artifact import read_meta, write_meta
+from ptq4ris_core.engine.cpu import CpuInt8, cpu_int8, resolve_target
+from ptq4ris_core.engine.targets import weights_for_target
+from ptq4ris_core.methods import get_method
+from ptq4ris_core.models import Preprocessor
+
+CPU = cpu_int8()
+ZEN3 = CpuInt8("x86_64", (), True, "AMD EPYC 7B13")  # AVX2, no VNNI: the CPU of issue 18
+SAPPHIRE = CpuInt8("x86_64", ("AVX512_VNNI", "AMX_INT8"), True, "Xeon")
+
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_model):
+    q, _ = calibrate(tiny_model, get_method("rtn"), 8, 8, CalibrationSet(n=2), progress=False)
+    return q, CalibrationSet(n=2).build(tiny_model.cfg, Preprocessor(tiny_model.cfg))
+
+
+@pytest.fixture(scope="module")
+def engines(calibrated, tmp_path_factory):
+    q, batches = calibrated
+    root = tmp_path_factory.mktemp("targets")
+    info = {"quantization": {"method": "rtn", "bits": "W8A8", "source": "runs/w8a8"}}
+    return {t: export_engine(q, root / t, info, batches, target=t) for t in ("portable", "vnni")}
+
+
+def _weight_codes(path):
+    """{name: int8 weight codes} of every integer layer in an ONNX graph (DequantizeLinear on an int8 constant)."""
+    graph = onnx.load(path).graph
+    consts = {t.name: t for t in graph.initializer}
+    consts.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    out = {}
+    for n in graph.node:
+        t = consts.get(n.input[0]) if n.op_type == "DequantizeLinear" else None
+        if t is not None and t.data_type == onnx.TensorProto.INT8 and len(t.dims) in (2, 4):
+            out[n.input[0]] = onnx.numpy_helper.to_array(t).astype(np.int32)
+    return out
+
+
+def _pairs_in_kernel_orders(w):
+    """Adjacent pairs along the reduction axis in each order an int8 GEMM may pack it: a MatMul's (K, N) weights
+    pair along K; a conv's (O, I, kh, kw) weights as im2col lays them out, input channels innermost (NHWC: ONNX
+    Runtime, OpenVINO) or outermost (NCHW)."""
+    if w.ndim == 2:
+        orders = [w.T]  # (N, K)
+    else:
+        orders = [w.transpose(0, 2, 3, 1).reshape(len(w), -1), w.reshape(len(w), -1)]
+    for o in orders:
+        k = o.shape[1] - o.shape[1] % 2
+        yield np.abs(o[:, 0:k:2]) + np.abs(o[:, 1:k:2])
+
+
+def _saturating_pairs(path) -> int:
+    """Weight pairs for which some u8 input makes the int16 pair sum overflow: 255·(|w1|+|w2|) > 32767."""
+    return sum(int((255 * s > 32767).sum()) for w in _weight_codes(path).values() for s in _pairs_in_kernel_orders(w))
+
+
+def test_portable_engine_obeys_the_int16_pair_bound_in_every_kernel_order(engines):
+    for graph in ("segmenter.onnx", "text_encoder.onnx"):
+        assert len(_weight_codes(engines["portable"] / graph)) > 5
+        assert _saturating_pairs(engines["portable"] / graph) == 0, graph
+    # and the check bites: full 8-bit weights break the bound
+    assert _saturating_pairs(engines["vnni"] / "segmenter.onnx") > 0
+
+
+def test_meta_records_the_target_and_what_each_layer_stores(engines):
+    for target, bits, safe in (("portable", 7, True), ("vnni", 8, False)):
+        q = read_meta(engines[target])["quantization"]
+        assert q["target"]["stored"] == target and q["target"]["int16_pair_safe"] is safe
+        assert q["weights"] and set(q["weights"]) <= set(q["integer_layers"])
+        assert {w["weight_bits"] for w in q["weights"].values()} == {bits}
+        assert max(w["max_code"] for w in q["weights"].values()) == 2 ** (bits - 1) - 1
+
+
+def test_portable_keeps_weights_that_already_obey_the_bound(tiny_model):
+    """W4 layers cannot saturate: the portable target leaves their codes alone."""
+    q, _ = calibrate(tiny_model, get_method("rtn"), 4, 8, CalibrationSet(n=2), progress=False)
+    lin = next(m for m in q.modules() if hasattr(m, "weight_quantizer") and m.weight_quantizer is not None)
+    before = lin.weight_quantizer(lin.weight).clone()
+    with weights_for_target(q, "portable"):
+        assert torch.equal(lin.weight_quantizer(lin.weight), before)
+
+
+def test_portable_simulation_is_seven_bit_codes_over_the_same_range(calibrated):
+    q, _ = calibrated
+    lin = next(m for m in q.modules() if hasattr(m, "weight_quantizer") and m.weight_quantizer is not None)
+    w8 = lin.weight_quantizer(lin.weight).detach()
+    with weights_for_target(q, "portable"):
+        w7 = lin.weight_quantizer(lin.weight).detach()
+    step = w8.abs().amax(1, keepdim=True) / 63  # the same largest value, 63 steps of it
+    assert torch.allclose(w7.abs().amax(1, keepdim=True), w8.abs().amax(1, keepdim=True), rtol=1e-5)
+    assert torch.allclose(w7 / step, torch.round(w7 / step), atol=1e-3)  # on the 7-bit grid
+    assert not torch.equal(w7, w8) and torch.equal(lin.weight_quantizer(lin.weight), w8)  # restored
+
+
+def test_auto_target_follows_the_cpu():
+    assert resolve_target("auto", ZEN3) == "portable" and resolve_target("auto", SAPPHIRE) == "vnni"
+    assert resolve_target("auto", CpuInt8("aarch64", ("ASIMDDP",), True)) == "vnni"  # ARM does not saturate
+    assert resolve_target("auto", CpuInt8("x86_64", (), False)) == "portable"  # unreadable: assume it saturates
+    with pytest.raises(ValueError, match="portable, vnni, auto"):
+        resolve_target("avx2")
+
+
+def test_vnni_engine_is_refused_on_a_cpu_that_looks_saturating(engines, monkeypatch):
+    monkeypatch.setattr(engine_module, "cpu_int8", lambda: ZEN3)
+    with pytest.raises(EngineError) as e:
+        Engine.load(engines["vnni"], backend="onnxruntime")
+    msg = str(e.value)
+    assert "AMD EPYC 7B13" in msg and "no int8 dot-product" in msg and "--target portable" in msg
+    assert "runs/w8a8" in msg and "allow_unsafe" in msg  # the command that fixes it names the calibrated folder
+    assert Engine.load(engines["portable"], backend="onnxruntime").self_check["passed"]
+    eng = Engine.load(engines["vnni"], backend="onnxruntime", allow_unsafe=True)  # experiments
+    assert eng.target == "vnni"
+    monkeypatch.setattr(engine_module, "cpu_int8", lambda: CpuInt8("x86_64", (), False))
+    with pytest.raises(EngineError, match="unreadable"):
+        Engine.load(engines["vnni"], backend="onnxruntime")
+
+
+def test_vnni_engine_is_not_refused_on_a_cpu_with_vnni(engines, monkeypatch):
+    monkeypatch.setattr(engine_module, "cpu_int8", lambda: SAPPHIRE)
+    eng = Engine.load(engines["vnni"], backend="onnxruntime", allow_unsafe=CPU.saturates)
+    assert eng.target == "vnni"
+
+
+@pytest.mark.skipif(not CPU.saturates, reason=f"needs a CPU whose int8 kernels saturate: {CPU.describe()}")
+def test_self_check_catches_real_saturation_on_this_cpu(engines):
+    eng = Engine.load(engines["vnni"], backend="onnxruntime", allow_unsafe=True)
+    assert not eng.self_check["passed"], eng.self_check
+
+
+def _with_golden_logits_shifted(src, dst, by: float):
+    """A copy of an engine whose stored golden logits are off by ``by`` (as a runtime computing differently
+    would see them), its hashes rewritten so only the self-check can notice."""
+    shutil.copytree(src, dst)
+    with np.load(dst / "golden.npz") as z:
+        arrays = {k: z[k] + by if k.endswith("/logits") else z[k] for k in z.files}
+    np.savez(dst / "golden.npz", **arrays)
+    meta = json.loads((dst / "meta.json").read_text(encoding="utf-8"))
+    write_meta(dst, {k: v for k, v in meta.items() if k not in ("format", "format_version", "files")})
+    return dst
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_self_check_refuses_outputs_that_diverge_and_names_the_case(engines, tmp_path, backend):
+    eng = Engine.load(engines["portable"], backend=backend)
+    check = eng.self_check
+    assert check["passed"] and len(check["cases"]) == 2 and check["ms"] < 2000
+    assert all(c["mean_abs_error"] < 1e-3 for c in check["cases"])
+    bad = _with_golden_logits_shifted(engines["portable"], tmp_path / "bad", by=0.05)
+    with pytest.raises(EngineError) as e:
+        Engine.load(bad, backend=backend)
+    assert "self-check failed" in str(e.value) and repr(check["cases"][0]["text"]) in str(e.value)
+    assert "0.05" in str(e.value)  # the error it found
+    assert not Engine.load(bad, backend=backend, allow_unsafe=True).self_check["passed"]
+    assert Engine.load(bad, backend=backend, self_check=False).self_check is None
+
+
+def test_auto_backend_says_why_and_moves_on_when_a_runtime_fails_its_check(engines, monkeypatch):
+    eng = Engine.load(engines["portable"])
+    assert eng.why.startswith("auto:") and eng.report()["self_check"].startswith("passed")
+    real = Engine.run_self_check
+    monkeypatch.setattr(Engine, "run_self_check", lambda self: (
+        {**real(self), "passed": False, "cases": [{**c, "ok": False} for c in real(self)["cases"]]}
+        if self.backend == eng.backend else real(self)))
+    second = Engine.load(engines["portable"])
+    assert second.backend != eng.backend and "failed its self-check" in second.why
