@@ -189,7 +189,7 @@ def cmd_bench(a):
     from .engine.bench import bench, markdown
     backends = [b for b in a.backend.split(",") if b]
     res = bench(a.engine, backends, runs=a.runs, warmup=a.warmup, threads=a.threads, profile=not a.no_profile,
-                torch_model=a.torch, settle_ms=a.settle_ms)
+                torch_model=a.torch, settle_ms=a.settle_ms, allow_unsafe=a.allow_unsafe)
     text = markdown(res)
     print(text)
     if a.markdown:
@@ -431,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="untimed calls at the start of each engine's turn, so that the previous runtime's "
                     "spinning worker threads are gone before timing (default 60 ms)")
     bn.add_argument("--no-profile", action="store_true", help="skip the op-type profile")
+    bn.add_argument("--allow-unsafe", action="store_true", help="also time engines that would be refused on this "
+                    "CPU (full 8-bit weights without VNNI, or a failed self-check): speed only, their masks may be wrong")
     bn.add_argument("--torch", metavar="MODEL", help="also time this model (e.g. default) in PyTorch FP32 eager")
     bn.add_argument("--json", help="write the full result here")
     bn.add_argument("--markdown", help="write the table here")

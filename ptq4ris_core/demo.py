@@ -2,7 +2,8 @@
 
 1. Build (or reuse) the FP32 engine and the W8A8 PTQ4RIS engine of the default model.
 2. Make (or reuse) a rosbag of test scenes: 640x480 bgr8 camera frames at 10 Hz, commands, ground truth.
-3. Score both engines on the bag offline.
+3. Score both engines on the bag offline, and the W8A8 simulation beside them: an engine more than 1 mIoU
+   point below its simulation fails the demo with the reason (its CPU, its export target).
 4. Replay the bag through the live ROS 2 node (real DDS, separate processes) with each engine.
 5. One table: accuracy, latency and size of FP32 against W8A8, and where the reports are.
 """
@@ -19,6 +20,35 @@ from .tuning import tune_for_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = ROOT / "calibration" / "W8A8.yaml"
+MAX_ENGINE_LOSS = 1.0  # mIoU points an engine may lose against its own simulation before the demo fails
+
+
+class EngineBelowSimulation(SystemExit):
+    """The engine computes something else than the model it was exported from: wrong masks, not a table row."""
+
+
+def simulated_on_bag(calibrated: Path, target: str, bag: Path) -> dict:
+    """The calibrated model's fake-quant simulation, with the weights as the engine's target stores them, on the bag."""
+    from .bags.evaluate import evaluate_bag
+    from .calib.saved import load_quantized
+    from .engine.targets import weights_for_target
+    from .segment import Segmenter
+    model, _ = load_quantized(calibrated)
+    with weights_for_target(model, target):
+        return evaluate_bag(bag, Segmenter(model), progress=False)
+
+
+def check_against_simulation(name: str, engine, engine_miou: float, sim_miou: float):
+    loss = 100 * (sim_miou - engine_miou)
+    if loss <= MAX_ENGINE_LOSS:
+        return
+    r = engine.report()
+    raise EngineBelowSimulation(
+        f"\nFAILED: the {name} engine scores {100 * engine_miou:.2f} mIoU on {r['runtime']}, {loss:.2f} points below its "
+        f"own simulation ({100 * sim_miou:.2f}); more than {MAX_ENGINE_LOSS} point means the runtime computes something "
+        f"else than the model. This CPU: {r['cpu']}. Engine target: {r['target']}; self-check: {r['self_check']}. "
+        f"If the target is vnni on a CPU without VNNI, re-export with --target portable; otherwise compare "
+        f"'ptq4ris eval --engine {engine.folder} --backend onnxruntime' and '--backend openvino' and report it.")
 
 
 def _engine_is_current(folder: Path, weights_sha: str, preset_sha: str | None, calib_n) -> bool:
@@ -46,7 +76,8 @@ def build_engines(root: Path, calib_n: int | None = None) -> dict:
     preset_sha = sha256(PRESET)
     for name, folder in engines.items():
         want_preset = preset_sha if name == "W8A8" else None
-        if _engine_is_current(folder, weights, want_preset, calib_n):
+        if _engine_is_current(folder, weights, want_preset, calib_n) and (
+                name == "FP32" or calibrated_folder(engines).is_dir()):  # the simulation needs the calibrated model
             print(f"  {name}: reusing {folder}")
             continue
         t = time.perf_counter()
@@ -55,11 +86,15 @@ def build_engines(root: Path, calib_n: int | None = None) -> dict:
         else:
             plan = resolve(load_preset(PRESET), n=calib_n)
             model, report = calibrate_plan(load_model("default"), plan)
-            calibrated = save_quantized(model, report, root / "default_w8a8_calibrated", base="default")
+            calibrated = save_quantized(model, report, calibrated_folder(engines), base="default")
             export_quantized(calibrated, folder)
         (folder / "demo_stamp.json").write_text(json.dumps({"preset_sha256": want_preset, "calib_n": calib_n}), encoding="utf-8")
         print(f"  {name}: built {folder} in {time.perf_counter() - t:.0f} s")
     return engines
+
+
+def calibrated_folder(engines: dict) -> Path:
+    return engines["W8A8"].parent / "default_w8a8_calibrated"
 
 
 def engine_size_mb(folder: Path) -> float:
@@ -101,14 +136,23 @@ def main(argv=None):
         make_bag(bag, n=a.frames, overwrite=True)
         print(f"  wrote {bag}")
 
+    from .engine.cpu import cpu_int8
     rows = {}
-    print("\n== 3. Offline evaluation on the bag (ONNX Runtime / OpenVINO, 2 threads)")
+    print(f"\n== 3. Offline evaluation on the bag (2 threads)\n  CPU: {cpu_int8().describe()}")
     for name, folder in engines.items():
         eng = Engine.load(folder)
+        r = eng.report()
+        print(f"  {name}: target {r['target']}, {r['runtime']} ({r['why']}); self-check {r['self_check']}")
         s = evaluate_bag(bag, eng, out=out / f"offline_{name.lower()}", progress=False)
-        rows[name] = {"size_mb": engine_size_mb(folder), "backend": eng.runtime, "offline": s}
+        rows[name] = {"size_mb": engine_size_mb(folder), "backend": eng.runtime, "target": eng.target, "offline": s}
         print(f"  {name} on {eng.runtime}: mIoU {100 * s['accuracy']['mIoU']:.2f}, segment() p50 "
               f"{s['latency_ms']['segment']['p50']:.1f} ms")
+        if name == "W8A8":
+            sim = simulated_on_bag(calibrated_folder(engines), eng.target, bag)["accuracy"]["mIoU"]
+            rows[name]["simulated_mIoU"] = sim
+            print(f"  W8A8 simulated (PyTorch fake-quant, weights as target {eng.target} stores them): mIoU "
+                  f"{100 * sim:.2f}; the engine is {100 * (s['accuracy']['mIoU'] - sim):+.2f} from it")
+            check_against_simulation(name, eng, s["accuracy"]["mIoU"], sim)
 
     if not a.no_replay:
         from .bags.replay import replay_bag
@@ -139,8 +183,8 @@ def main(argv=None):
     (out / "summary.md").write_text(f"# make demo\n\n{table}\n\n{ratio}\n\nReports: "
                                     + ", ".join(sorted(p.name for p in out.iterdir() if p.is_dir())) + "\n", encoding="utf-8")
     (out / "summary.json").write_text(json.dumps(
-        {k: {"size_mb": r["size_mb"], "backend": r["backend"], "offline": r["offline"], "live": r.get("live")}
-         for k, r in rows.items()}, indent=1, default=str), encoding="utf-8")
+        {k: {"size_mb": r["size_mb"], "backend": r["backend"], "target": r["target"], "offline": r["offline"],
+             "simulated_mIoU": r.get("simulated_mIoU"), "live": r.get("live")} for k, r in rows.items()}, indent=1, default=str), encoding="utf-8")
     print(f"\nreports: {out}/summary.md and {out}/*/report.md  ({time.perf_counter() - t_start:.0f} s in all)")
 
 

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -28,6 +29,9 @@ class Peer:
         self.masks, self.results = [], []
         self.n.create_subscription(Image, "mask", self.masks.append, 50)
         self.n.create_subscription(String, "result", lambda m: self.results.append(json.loads(m.data)), 50)
+        self.diagnostics = {}  # the last diagnostics' key/values
+        self.n.create_subscription(DiagnosticArray, "diagnostics", lambda m: self.diagnostics.update(
+            {kv.key: kv.value for st in m.status for kv in st.values}), 10)
         self.image_pub = self.n.create_publisher(Image, "image", IMAGE_QOS)
         self.comp_pub = self.n.create_publisher(CompressedImage, "image/compressed", IMAGE_QOS)
         self.command_pub = self.n.create_publisher(String, "command", COMMAND_QOS)
@@ -113,7 +117,8 @@ def scenario_serve(p, args):
                        "mono8": m.encoding == "mono8", "values_ok": bool(set(np.unique(mask)) <= {0, 255}),
                        "iou": iou(mask > 0, s.mask)[0] if enc != "mono8" else None,
                        "result_ok": r.get("bbox") == box and r.get("pixels") == len(xs)})
-    out.update(sent=len(sent), answered=len(checks), checks=checks, results=len(p.results))
+    out.update(sent=len(sent), answered=len(checks), checks=checks, results=len(p.results),
+               diagnostics=p.diagnostics)
     return out
 
 

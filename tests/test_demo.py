@@ -2,7 +2,9 @@
 import json
 import os
 
-from ptq4ris_core.demo import main
+import pytest
+
+from ptq4ris_core.demo import MAX_ENGINE_LOSS, EngineBelowSimulation, check_against_simulation, main
 
 
 def test_demo_end_to_end_then_reuses_engines(tmp_path, capsys, monkeypatch):
@@ -20,6 +22,24 @@ def test_demo_end_to_end_then_reuses_engines(tmp_path, capsys, monkeypatch):
         assert s[name]["live"]["frames_sent"] == 6 and s[name]["live"]["wrong_header"] == 0
         assert abs(s[name]["live"]["accuracy"]["mIoU"] - s[name]["offline"]["accuracy"]["mIoU"]) < 0.01
     assert s["W8A8"]["size_mb"] < s["FP32"]["size_mb"] / 1.5
+    # it names the CPU's int8 features, each engine's target and runtime, and compares W8A8 with its simulation
+    assert "CPU: " in out and "target portable" in out and "self-check passed" in out
+    assert abs(s["W8A8"]["simulated_mIoU"] - s["W8A8"]["offline"]["accuracy"]["mIoU"]) <= MAX_ENGINE_LOSS / 100
     main(args + ["--no-replay"])
     again = capsys.readouterr().out
     assert again.count("reusing") == 3  # two engines and the bag
+
+
+def test_an_engine_below_its_simulation_fails_the_demo_with_the_reason():
+    class Saturated:
+        folder = "engines/default_w8a8"
+
+        def report(self):
+            return {"runtime": "onnxruntime", "cpu": "AMD EPYC (x86_64): no int8 dot-product instructions",
+                    "target": "vnni", "self_check": "skipped"}
+    check_against_simulation("W8A8", Saturated(), 0.8800, 0.8895)  # 0.95 points: within
+    with pytest.raises(EngineBelowSimulation) as e:
+        check_against_simulation("W8A8", Saturated(), 0.4942, 0.8791)
+    msg = str(e.value)
+    assert "FAILED" in msg and "38.49 points below" in msg and "no int8 dot-product" in msg and "--target portable" in msg
+    assert e.value.code != 0

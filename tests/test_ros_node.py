@@ -86,6 +86,9 @@ def test_serves_masks_with_the_source_header_in_every_encoding(node_factory, eng
     assert np.mean(ious) > 0.5, ious  # the referred object, not just any mask
     assert res["results"] >= 10
     assert "processed" in log and "latency p50" in log  # diagnostics in the log
+    d = res["diagnostics"]  # and on /diagnostics: what the engine does on this CPU
+    assert d["engine_target"] == "float" and d["engine_self_check"].startswith("passed"), d
+    assert "int16" in d["engine_cpu"] and d["engine_runtime"] and d["engine_why"], d
 
 
 def test_camera_sized_frames_travel_with_the_large_message_profile(node_factory, engine, monkeypatch):

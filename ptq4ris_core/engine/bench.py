@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .artifact import SEG_GRAPH
+from .cpu import cpu_int8
 from .engine import Engine, runtime_label
 
 
@@ -106,17 +107,17 @@ def op_profile(folder, backend: str, feeds: dict, runs: int = 30, threads: int =
     return dict(sorted(((k, v / total) for k, v in times.items()), key=lambda kv: -kv[1]))
 
 
-def _load_again(folder, backend, threads, cache) -> float:
+def _load_again(folder, backend, threads, cache, allow_unsafe) -> float:
     """A second load: OpenVINO imports what the first compiled into ``cache``; ONNX Runtime loads as before."""
     t = time.perf_counter()
-    eng = Engine.load(folder, backend=backend, threads=threads, cache_dir=cache)
+    eng = Engine.load(folder, backend=backend, threads=threads, cache_dir=cache, allow_unsafe=allow_unsafe)
     seconds = time.perf_counter() - t
     del eng
     gc.collect()
     return seconds
 
 
-def _set_up(folder, backend, threads, cache, image, text, warmup) -> dict:
+def _set_up(folder, backend, threads, cache, image, text, warmup, allow_unsafe=False) -> dict:
     """Load one engine (timed, and timed again from the compile cache), warm it up, and note what it added
     to the process's memory."""
     before = _rss_mb()
@@ -126,7 +127,7 @@ def _set_up(folder, backend, threads, cache, image, text, warmup) -> dict:
         eng = TorchEager(folder, threads)
         folder = DEFAULT_WEIGHTS.parent if folder == "default" else Path(folder).parent
     else:
-        eng = Engine.load(folder, backend=backend, threads=threads, cache_dir=cache)
+        eng = Engine.load(folder, backend=backend, threads=threads, cache_dir=cache, allow_unsafe=allow_unsafe)
     load_s = time.perf_counter() - t
     feeds = eng.feeds(image, text)
     for _ in range(warmup):
@@ -134,8 +135,10 @@ def _set_up(folder, backend, threads, cache, image, text, warmup) -> dict:
         eng.segment(image, text)
     row = {"engine": str(folder), "backend": eng.backend, "precision": getattr(eng, "precision", "f32"),
            "describe": eng.describe(), "size_mb": size_on_disk_mb(folder), "load_s": load_s, "feeds": feeds,
-           "eng": eng, "seg_ms": [], "segment_ms": [], "rss_added_mb": _rss_mb() - before}  # after its warm-up
-    row["load_cached_s"] = None if backend == "pytorch" else _load_again(folder, backend, threads, cache)
+           "eng": eng, "seg_ms": [], "segment_ms": [], "rss_added_mb": _rss_mb() - before,  # after its warm-up
+           **({"target": "float", "why": "PyTorch eager", "self_check": "–"} if backend == "pytorch" else
+              {k: v for k, v in eng.report().items() if k in ("target", "why", "self_check")})}
+    row["load_cached_s"] = None if backend == "pytorch" else _load_again(folder, backend, threads, cache, allow_unsafe)
     return row
 
 
@@ -158,15 +161,16 @@ def _block(call, settle_s: float, n: int) -> list[float]:
 
 def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int = 10, threads: int = 2,
           profile: bool = True, progress: bool = True, torch_model: str | None = None, block: int = 5,
-          settle_ms: float = 60.0) -> dict:
+          settle_ms: float = 60.0, allow_unsafe: bool = False) -> dict:
     """``torch_model``: also time that model in PyTorch eager (last row). Each engine runs ``block`` timed
-    calls in a row, after ``settle_ms`` of untimed ones (``_block``)."""
+    calls in a row, after ``settle_ms`` of untimed ones (``_block``). ``allow_unsafe``: time engines that
+    ``Engine.load`` would refuse on this CPU (their masks may be wrong: speed only)."""
     image, text = _frame()
     jobs = [(folder, backend) for folder in engines for backend in backends]
     if torch_model:
         jobs.append((torch_model, "pytorch"))
     with tempfile.TemporaryDirectory(prefix="ptq4ris-bench-cache-") as cache:  # empty: first loads compile
-        rows = [_set_up(folder, backend, threads, cache, image, text, warmup) for folder, backend in jobs]
+        rows = [_set_up(folder, backend, threads, cache, image, text, warmup, allow_unsafe) for folder, backend in jobs]
     # Interleaved: the engines take turns, round after round, so the machine's noise falls on every engine alike.
     rounds = -(-runs // block)
     for _ in tqdm(range(rounds), desc="bench", unit="round", disable=not progress, dynamic_ncols=True):
@@ -176,7 +180,7 @@ def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int 
     out = []
     for r in rows:
         res = {k: r[k] for k in ("engine", "backend", "precision", "describe", "size_mb", "load_s", "load_cached_s",
-                                 "rss_added_mb")}
+                                 "rss_added_mb", "target", "why", "self_check")}
         for key in ("seg_ms", "segment_ms"):
             v = np.array(r[key])
             res[key] = {"p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90)),
@@ -189,7 +193,7 @@ def bench(engines: list[str], backends: list[str], runs: int = 100, warmup: int 
     for res in out:
         res["speedup_vs_first"] = {k: first[k]["p50"] / res[k]["p50"] for k in ("seg_ms", "segment_ms")}
         res["smaller_than_first"] = first["size_mb"] / res["size_mb"]
-    return {"runs": rounds * block, "block": block, "settle_ms": settle_ms, "warmup": warmup, "threads": threads,
+    return {"cpu": cpu_int8().describe(), "runs": rounds * block, "block": block, "settle_ms": settle_ms, "warmup": warmup, "threads": threads,
             "frame": list(image.shape), "rows": out}
 
 
@@ -198,16 +202,21 @@ def _seconds(s) -> str:
 
 
 def markdown(result: dict, top_ops: int = 6) -> str:
-    lines = ["| engine | runtime | size (MB) | load (s), first / again | segmenter p50 / p90 / p99 (ms) | segment() p50 / p90 / p99 (ms) "
-             "| speed-up (segmenter, segment()) | smaller | RSS added (MB) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"CPU: {result['cpu']}\n",
+             "| engine | runtime | target | size (MB) | load (s), first / again | segmenter p50 / p90 / p99 (ms) | "
+             "segment() p50 / p90 / p99 (ms) | speed-up (segmenter, segment()) | smaller | RSS added (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     def names(r):
         return Path(r["engine"]).name, runtime_label(r["backend"], r.get("precision", "f32"))
     for r in result["rows"]:
         s, g = r["seg_ms"], r["segment_ms"]
-        lines.append(f"| {' | '.join(names(r))} | {r['size_mb']:.1f} | {r['load_s']:.2f} / {_seconds(r.get('load_cached_s'))} | "
+        lines.append(f"| {' | '.join(names(r))} | {r['target']} | {r['size_mb']:.1f} | {r['load_s']:.2f} / {_seconds(r.get('load_cached_s'))} | "
                      f"{s['p50']:.2f} / {s['p90']:.2f} / {s['p99']:.2f} | {g['p50']:.2f} / {g['p90']:.2f} / {g['p99']:.2f} | "
                      f"{r['speedup_vs_first']['seg_ms']:.2f}x, {r['speedup_vs_first']['segment_ms']:.2f}x | "
                      f"{r['smaller_than_first']:.2f}x | {r['rss_added_mb']:.0f} |")
+    for r in result["rows"]:
+        if r["backend"] != "pytorch":
+            lines.append(f"\n{' on '.join(names(r))}: {r['why']}; self-check {r['self_check']}")
     for r in result["rows"]:
         if r.get("op_profile"):
             ops = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(r["op_profile"].items())[:top_ops])

@@ -130,7 +130,9 @@ def _make_node_class():
                 return TransitionCallbackReturn.FAILURE
             self.params = params
             self._diag_timer = self.create_timer(params.diagnostics_period_s, self._diagnostics)
-            self.get_logger().info(f"engine loaded: {self.engine.describe()}")
+            r = self.engine.report()
+            self.get_logger().info(f"engine loaded: {self.engine.describe()}; {r['why']}; self-check {r['self_check']}; "
+                                   f"CPU {r['cpu']}")
             return TransitionCallbackReturn.SUCCESS
 
         def on_activate(self, state):
@@ -299,7 +301,9 @@ def _make_node_class():
             arr.header.stamp = self.get_clock().now().to_msg()
             st = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: ptq4ris",
                                   message=ident, hardware_id=ident)
-            st.values = [KeyValue(key=k, value=str(v)) for k, v in s.items()]
+            # what the engine does on this machine: CPU int8 features, export target, runtime and why, self-check
+            engine = {f"engine_{k}": v for k, v in self.engine.report().items()} if self.engine else {}
+            st.values = [KeyValue(key=k, value=str(v)) for k, v in {**engine, **s}.items()]
             arr.status = [st]
             self.diag_pub.publish(arr)
 
