@@ -1,5 +1,6 @@
 """Export targets and the engine's self-check: checks that bite on every CPU, saturating or not."""
 import json
+import re
 import shutil
 
 import numpy as np
@@ -13,6 +14,7 @@ from ptq4ris_core.engine import Engine, EngineError, export_engine
 from ptq4ris_core.engine import engine as engine_module
 from ptq4ris_core.engine.artifact import read_meta, write_meta
 from ptq4ris_core.engine.cpu import CpuInt8, cpu_int8, resolve_target
+from ptq4ris_core.engine.golden import F32_MEAN_ERROR
 from ptq4ris_core.engine.targets import weights_for_target
 from ptq4ris_core.methods import get_method
 from ptq4ris_core.models import Preprocessor
@@ -140,12 +142,12 @@ def test_self_check_catches_real_saturation_on_this_cpu(engines):
     assert not eng.self_check["passed"], eng.self_check
 
 
-def _with_golden_logits_shifted(src, dst, by: float):
-    """A copy of an engine whose stored golden logits are off by ``by`` (as a runtime computing differently
-    would see them), its hashes rewritten so only the self-check can notice."""
+def _with_golden_logits_scaled(src, dst, by: float):
+    """A copy of an engine whose stored golden logits are ``by`` times what the simulation computed (as a runtime
+    computing differently would see them), its hashes rewritten so only the self-check can notice."""
     shutil.copytree(src, dst)
     with np.load(dst / "golden.npz") as z:
-        arrays = {k: z[k] + by if k.endswith("/logits") else z[k] for k in z.files}
+        arrays = {k: z[k] * by if k.endswith("/logits") else z[k] for k in z.files}
     np.savez(dst / "golden.npz", **arrays)
     meta = json.loads((dst / "meta.json").read_text(encoding="utf-8"))
     write_meta(dst, {k: v for k, v in meta.items() if k not in ("format", "format_version", "files")})
@@ -156,13 +158,14 @@ def _with_golden_logits_shifted(src, dst, by: float):
 def test_self_check_refuses_outputs_that_diverge_and_names_the_case(engines, tmp_path, backend):
     eng = Engine.load(engines["portable"], backend=backend)
     check = eng.self_check
-    assert check["passed"] and len(check["cases"]) == 2 and check["ms"] < 2000
-    assert all(c["mean_abs_error"] < 1e-3 for c in check["cases"])
-    bad = _with_golden_logits_shifted(engines["portable"], tmp_path / "bad", by=0.05)
+    assert check["passed"] and len(check["cases"]) == 3 and check["ms"] < 2000
+    assert all(c["mean_abs_error"] < F32_MEAN_ERROR for c in check["cases"])  # the small model's parity tolerance
+    bad = _with_golden_logits_scaled(engines["portable"], tmp_path / "bad", by=1.25)  # 20 % off
     with pytest.raises(EngineError) as e:
         Engine.load(bad, backend=backend)
     assert "self-check failed" in str(e.value) and repr(check["cases"][0]["text"]) in str(e.value)
-    assert "0.05" in str(e.value)  # the error it found
+    found = re.search(r"([\d.]+)% of their size", str(e.value))  # the error it found
+    assert found and 19 < float(found.group(1)) < 21, str(e.value)
     assert not Engine.load(bad, backend=backend, allow_unsafe=True).self_check["passed"]
     assert Engine.load(bad, backend=backend, self_check=False).self_check is None
 

@@ -316,4 +316,5 @@ class Engine:
         return {"cpu": cpu_int8().describe(), "target": self.target, "runtime": self.runtime, "why": self.why,
                 "self_check": "skipped" if check is None else
                 ("passed" if check["passed"] else "FAILED") + f" ({len(check['cases'])} golden cases, "
-                f"largest mean error {max(c['mean_abs_error'] for c in check['cases']):.2g}, {check['ms']:.0f} ms)"}
+                f"largest mean error {max(c['relative_mean_error'] for c in check['cases']):.1%} of the logits, "
+                f"{check['ms']:.0f} ms)"}

@@ -14,11 +14,14 @@ import time
 import numpy as np
 
 GOLDEN_FILE = "golden.npz"
-# The parity tests' tolerance on mask logits (f32 float parts): the mean and the largest absolute error.
-# QLinearConv requantizes in integer arithmetic, so a rare element may land one output step away.
+# The parity tests' tolerance on a small model's mask logits (f32 float parts): the mean and the largest
+# absolute error. QLinearConv requantizes in integer arithmetic, so a rare element may land one output step away.
 F32_MEAN_ERROR, F32_MAX_ERROR = 1e-3, 0.1
-# bf16/f16 float parts round every float op: only the masks are compared, pixel by pixel.
-REDUCED_MASK_DISAGREEMENT = 0.01
+# On a deep model those rare steps add up layer after layer, so the self-check compares the mean error with the
+# logits' own size. Measured on the default W8A8 model (docs/RESULTS.md, issue 18): a correct engine 1.0-1.7 %,
+# the same weights saturating int16 pairs 9-14 %; the masks differed in at most 0.13 % of pixels either way.
+RELATIVE_MEAN_ERROR = 0.05
+MASK_DISAGREEMENT = 0.01  # and at most this share of mask pixels may differ
 
 
 def write_golden(path, cases: list[dict]) -> list[str]:
@@ -35,17 +38,17 @@ def read_golden(path, texts: list[str]) -> list[dict]:
 
 
 def compare(got: np.ndarray, want: np.ndarray, precision: str) -> dict:
-    """How far one case's logits are from the simulation's, and whether that is within tolerance."""
+    """How far one case's logits are from the simulation's, and whether that is within tolerance. With bf16 or
+    f16 float parts every float op rounds too: only the masks are compared."""
     err = np.abs(got.astype(np.float64) - want)
+    relative = float(err.mean() / max(float(np.abs(want).mean()), 1e-12))
     differ = float((got.argmax(1) != want.argmax(1)).mean())
-    if precision == "f32":
-        ok = bool(err.mean() < F32_MEAN_ERROR and err.max() < F32_MAX_ERROR)
-        limit = f"mean < {F32_MEAN_ERROR:g} and max < {F32_MAX_ERROR:g}"
-    else:
-        ok = differ <= REDUCED_MASK_DISAGREEMENT
-        limit = f"mask pixels differing <= {REDUCED_MASK_DISAGREEMENT:.0%} ({precision} float parts)"
-    return {"mean_abs_error": float(err.mean()), "max_abs_error": float(err.max()),
-            "mask_pixels_differing": differ, "ok": ok, "tolerance": limit}
+    ok = differ <= MASK_DISAGREEMENT and (precision != "f32" or relative <= RELATIVE_MEAN_ERROR)
+    limit = f"mask pixels differing <= {MASK_DISAGREEMENT:.0%}" + (
+        f", mean error <= {RELATIVE_MEAN_ERROR:.0%} of the mean |logit|" if precision == "f32" else
+        f" ({precision} float parts)")
+    return {"mean_abs_error": float(err.mean()), "relative_mean_error": relative, "max_abs_error": float(err.max()),
+            "mask_pixels_differing": differ, "ok": bool(ok), "tolerance": limit}
 
 
 def run_self_check(cases: list[dict], encode, segment, precision: str) -> dict:
@@ -62,8 +65,9 @@ def run_self_check(cases: list[dict], encode, segment, precision: str) -> dict:
 def failure_message(folder, check: dict, runtime: str, cpu_line: str) -> str:
     bad = next(r for r in check["cases"] if not r["ok"])
     return (f"{folder}: the engine's self-check failed on {runtime}: golden case {bad['text']!r} gives logits "
-            f"{bad['mean_abs_error']:.4g} (mean) / {bad['max_abs_error']:.4g} (max) from what the deploy simulation "
-            f"computed at export ({bad['mask_pixels_differing']:.1%} of mask pixels differ; tolerance "
+            f"{bad['mean_abs_error']:.4g} (mean, {bad['relative_mean_error']:.1%} of their size) / "
+            f"{bad['max_abs_error']:.4g} (max) from what the deploy simulation computed at export "
+            f"({bad['mask_pixels_differing']:.2%} of mask pixels differ; tolerance "
             f"{bad['tolerance']}). This CPU: {cpu_line}. The masks would be wrong here. If the engine stores full "
             f"8-bit weights, re-export it with '--target portable'; otherwise try the other backend, or report "
             f"the runtime's version (allow_unsafe=True loads it anyway, for experiments)")
