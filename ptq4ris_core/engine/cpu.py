@@ -5,7 +5,7 @@ activations and s8 weights and add each pair into a *saturating* int16 (VPMADDUB
 32767 is clipped, silently. With AVX512-VNNI, AVX-VNNI or AMX the products go straight into int32; ARM's
 int8 kernels (dot product, or widening multiplies) and GPUs do not saturate this way. So an engine whose
 weights use the full 8-bit range is only right on some CPUs; weights of at most 7 bits (|w| ≤ 64) are right
-on all of them (docs/ENGINE.md, "Every CPU").
+on all of them (README, "Every CPU"; docs/RESULTS.md, hardware table).
 
 The features come from NumPy's CPU feature table where it has them (AVX512-VNNI, ARM's dot product); it
 has no entry for AVX-VNNI or AMX, so those two are read from the kernel's flags (/proc/cpuinfo).
