@@ -1,7 +1,11 @@
 """Export targets and the engine's self-check: checks that bite on every CPU, saturating or not."""
+import importlib.util
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -20,6 +24,7 @@ from ptq4ris_core.methods import get_method
 from ptq4ris_core.models import Preprocessor
 
 CPU = cpu_int8()
+HAS_OV = importlib.util.find_spec("openvino") is not None
 ZEN3 = CpuInt8("x86_64", (), True, "AMD EPYC 7B13")  # AVX2, no VNNI: the CPU of issue 18
 SAPPHIRE = CpuInt8("x86_64", ("AVX512_VNNI", "AMX_INT8"), True, "Xeon")
 
@@ -179,3 +184,36 @@ def test_auto_backend_says_why_and_moves_on_when_a_runtime_fails_its_check(engin
         if self.backend == eng.backend else real(self)))
     second = Engine.load(engines["portable"])
     assert second.backend != eng.backend and "failed its self-check" in second.why
+
+
+CAPPED = r"""
+import json, sys
+import openvino as ov
+from ptq4ris_core.engine import Engine
+out = {}
+for name in sys.argv[1:]:
+    eng = Engine.load(name, backend="openvino:f32", allow_unsafe=True, cache_dir=None)
+    kinds = {str(op.get_rt_info()["primitiveType"].astype(str)) for op in eng._seg.compiled.get_runtime_model().get_ordered_ops()
+             if "primitiveType" in op.get_rt_info()}
+    out[name] = {"passed": eng.self_check["passed"], "kernels": sorted(kinds)}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not HAS_OV, reason="OpenVINO not installed")
+def test_openvino_capped_to_avx2_int8_kernels_keeps_the_portable_engine_right(engines):
+    """oneDNN and OpenVINO's own kernels can be capped to AVX2 (ONEDNN_MAX_CPU_ISA, OV_CPU_MAX_ISA), which gives
+    any x86 CPU the saturating int16 pair sums of a CPU without VNNI: the portable engine must still reproduce
+    its simulation there, and the vnni engine must not, wherever the cap took effect (no VNNI or AMX kernel ran)."""
+    if not CPU.is_x86:
+        pytest.skip(f"the ISA cap is x86's: {CPU.describe()}")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "OV_CPU_MAX_ISA": "AVX2"}
+    run = subprocess.run([sys.executable, "-c", CAPPED, str(engines["portable"]), str(engines["vnni"])], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.loads(run.stdout.strip().splitlines()[-1])
+    portable, vnni = res[str(engines["portable"])], res[str(engines["vnni"])]
+    assert portable["passed"], (portable, CPU.describe())
+    if any("vnni" in k.lower() or "amx" in k.lower() for k in vnni["kernels"]):
+        pytest.skip(f"this OpenVINO build ignored the cap: {vnni['kernels']} ({CPU.describe()})")
+    assert not vnni["passed"], (vnni, CPU.describe())  # the cap gives saturating kernels: the check bites
