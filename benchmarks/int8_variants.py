@@ -35,7 +35,8 @@ def to_u8u8(src: Path, dst: Path) -> int:
     """Every int8 weight constant read by a DequantizeLinear → uint8 codes + 128, its zero point 128 (uint8)."""
     model = onnx.load(src)
     g = model.graph
-    inits = {t.name: t for t in g.initializer}
+    inits = {t.name: t for t in g.initializer}  # constants live as initializers or as Constant nodes
+    inits.update({n.output[0]: a.t for n in g.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
     done = 0
     for n in g.node:
         if n.op_type != "DequantizeLinear" or n.input[0] not in inits:
@@ -48,7 +49,9 @@ def to_u8u8(src: Path, dst: Path) -> int:
             continue
         codes = onnx.numpy_helper.to_array(w).astype(np.int16) + 128
         w.CopyFrom(onnx.numpy_helper.from_array(codes.astype(np.uint8), w.name))
-        zp.CopyFrom(onnx.numpy_helper.from_array(np.full(zp.dims, 128, np.uint8), zp.name))
+        # a zero point of its own: the exporter shares equal constants between nodes
+        g.initializer.append(onnx.numpy_helper.from_array(np.full(zp.dims, 128, np.uint8), f"{n.input[0]}_zp_u8"))
+        n.input[2] = f"{n.input[0]}_zp_u8"
         done += 1
     onnx.save(model, dst)
     return done

@@ -217,3 +217,16 @@ def test_openvino_capped_to_avx2_int8_kernels_keeps_the_portable_engine_right(en
     if any("vnni" in k.lower() or "amx" in k.lower() for k in vnni["kernels"]):
         pytest.skip(f"this OpenVINO build ignored the cap: {vnni['kernels']} ({CPU.describe()})")
     assert not vnni["passed"], (vnni, CPU.describe())  # the cap gives saturating kernels: the check bites
+
+
+def test_auto_order_follows_the_measured_table_for_each_cpu_class():
+    from ptq4ris_core.engine.choice import backend_order
+    quantized, fp32 = {"quantization": {"method": "ptq4ris"}}, {"quantization": {"method": "fp32"}}
+    both = ("onnxruntime", "openvino")
+    assert [b for b, _ in backend_order(quantized, ZEN3, both)] == ["onnxruntime", "openvino"]
+    assert [b for b, _ in backend_order(quantized, SAPPHIRE, both)] == ["openvino", "onnxruntime"]
+    assert backend_order(fp32, ZEN3, both)[0][0] == "openvino"
+    only = backend_order(quantized, SAPPHIRE, ("onnxruntime",))
+    assert only[0][0] == "onnxruntime" and "openvino is not installed" in only[0][1]
+    with pytest.raises(EngineError, match="pip install"):
+        backend_order(quantized, ZEN3, ())

@@ -11,9 +11,10 @@ from __future__ import annotations
 MEASURED = {
     ("int32-dot", "quantized"): (("openvino", "onnxruntime"),
                                  "W8A8 segmenter fastest on OpenVINO on AVX512-VNNI Xeons (docs/RESULTS.md, issue 4)"),
-    ("int16-pairs", "quantized"): (("openvino", "onnxruntime"),
-                                   "W8A8 segmenter fastest on OpenVINO on AVX2 CPUs without VNNI "
-                                   "(docs/RESULTS.md, hardware table)"),
+    ("int16-pairs", "quantized"): (("onnxruntime", "openvino"),
+                                   "W8A8 segmenter fastest on ONNX Runtime on AVX2 CPUs without VNNI: OpenVINO's "
+                                   "int8 FullyConnected falls back to its slow jit_gemm_I8 there (docs/RESULTS.md, "
+                                   "hardware table)"),
     ("any", "float"): (("openvino", "onnxruntime"),
                        "FP32 graphs fastest on OpenVINO on every x86 CPU measured (docs/RESULTS.md)"),
 }
@@ -33,5 +34,7 @@ def backend_order(meta: dict, cpu, installed: tuple[str, ...]) -> list[tuple[str
     if not picks:
         from .artifact import EngineError
         raise EngineError("neither onnxruntime nor openvino is installed; pip install 'ptq4ris-core[engine]'")
-    return [(b, f"auto: {source}" if i == 0 else f"auto: {order[0]} failed its self-check here, so the next "
+    if picks[0] != order[0]:
+        source = f"{order[0]} is not installed; {source}"
+    return [(b, f"auto: {source}" if i == 0 else f"auto: {picks[0]} failed its self-check here, so the next "
              f"fastest ({source})") for i, b in enumerate(picks)]
