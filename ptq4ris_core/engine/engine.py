@@ -150,8 +150,8 @@ def check_target(folder, meta: dict, on_cpu: bool, cpu=None) -> str | None:
     if target is None or target["int16_pair_safe"] or not on_cpu or not cpu.saturates:
         return None
     source = meta["quantization"].get("source") or "CALIBRATED_DIR"
-    return (f"{folder} stores full 8-bit weights (export target {target['stored']!r}, exported on {target['exported_on']}), "
-            f"but this CPU adds u8 x s8 pairs in a saturating int16: {cpu.describe()}. Its masks would be wrong "
+    return (f"{folder} stores full 8-bit weights (export target {target['stored']!r}), but this CPU adds u8 x s8 "
+            f"pairs in a saturating int16: {cpu.describe()}. Its masks would be wrong "
             f"here. Re-export it for every CPU: ptq4ris export --quantized {source} --target portable --out {folder}"
             f"  (allow_unsafe=True / --allow-unsafe loads it anyway, for experiments)")
 
