@@ -133,7 +133,7 @@ def cmd_table(a):
     res = method_table(load_model(a.model), split_methods(a.methods), [b for b in a.bits.split(",") if b],
                        a.limit, a.calib, a.seed, out=Path(a.out) if a.out else None,
                        save_dir=Path(a.save) if a.save else None,
-                       deploy=tuple(m for m in (a.deploy or "").split(",") if m), base=a.model)
+                       deploy=tuple(m for m in (a.deploy or "").split(",") if m), base=a.model, target=a.target)
     print(markdown(res["rows"]))
 
 
@@ -384,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--save", help="keep every calibrated cell in this folder (loadable with 'eval --quantized')")
     tb.add_argument("--deploy", help="methods whose cells are also exported as integer engines and evaluated on "
                     "ONNX Runtime and OpenVINO, e.g. --deploy ptq4ris (simulated and deployed side by side)")
+    tb.add_argument("--target", choices=TARGETS, default="portable", help="simulate and export every cell with "
+                    "its weights as this export target stores them (default portable; see 'ptq4ris export --help')")
     tb.set_defaults(func=cmd_table)
 
     pw = sub.add_parser("publish-weights", help="make a training run's final checkpoint the packaged model",

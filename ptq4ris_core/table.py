@@ -17,10 +17,12 @@ COLUMNS = ("mIoU", "oIoU", "prec@0.5", "prec@0.9")
 def method_table(fp_model, methods: list[str], bits: list[str], limit: int = 1000, calib_n: int = 32,
                  seed: int = 0, progress: bool = True, out: Path | None = None, on_cell=None,
                  save_dir: Path | None = None, deploy: tuple = (), backends: tuple = ("onnxruntime", "openvino"),
-                 base: str = "default") -> dict:
+                 base: str = "default", target: str = "portable") -> dict:
     """``save_dir``: keep each calibrated cell there (DIR/<method>_<bits>). ``deploy``: methods whose cells are
     also exported as integer engines and evaluated on each runtime in ``backends`` (simulated and deployed
-    side by side). ``base``: the FP model's name or path, recorded in each saved cell."""
+    side by side). ``base``: the FP model's name or path, recorded in each saved cell. ``target``: each cell is
+    simulated with its weights as that export target stores them, and deployed to it (engine/targets.py)."""
+    from .engine.targets import weights_for_target
     import tempfile
     cells = Path(save_dir) if save_dir else Path(tempfile.mkdtemp(prefix="ptq4ris_cells_"))
     rows = [{"method": "FP32", "bits": "-", **_scores(evaluate_model(fp_model, "test", limit, progress=progress)),
@@ -31,13 +33,13 @@ def method_table(fp_model, methods: list[str], bits: list[str], limit: int = 100
             method, options = cell_method(name, b)  # "ptq4ris:rorq=element,drq=false", "ptq4ris@preset"
             model, report = calibrate(fp_model, get_method(method, **options), w, a,
                                       CalibrationSet(calib_n, seed), progress=progress)
-            rows.append({"method": name, "bits": b.upper(),
-                         **_scores(evaluate_model(model, "test", limit, progress=progress)),
-                         "calib_s": report["seconds"]})
+            with weights_for_target(model, target) as stored:
+                scores = _scores(evaluate_model(model, "test", limit, progress=progress))
+            rows.append({"method": name, "bits": b.upper(), **scores, "calib_s": report["seconds"], "target": stored})
             if save_dir is not None or method in deploy:
                 rows[-1]["deployed"] = _save_and_deploy(model, report, cells, base,
                                                         f"{name.replace(':', '_').replace(',', '_').replace('@', '_')}_{b.upper()}",
-                                                        method in deploy, backends, limit, progress)
+                                                        method in deploy, backends, limit, progress, stored)
             if on_cell:
                 on_cell(rows[-1])
             if out:
@@ -57,7 +59,8 @@ def split_methods(text: str) -> list[str]:
     return out
 
 
-def _save_and_deploy(model, report, root: Path, base: str, cell: str, deploy: bool, backends, limit, progress) -> dict:
+def _save_and_deploy(model, report, root: Path, base: str, cell: str, deploy: bool, backends, limit, progress,
+                     target: str) -> dict:
     from .calib.saved import save_quantized
     from .engine import Engine
     from .engine.export import export_quantized
@@ -65,7 +68,7 @@ def _save_and_deploy(model, report, root: Path, base: str, cell: str, deploy: bo
     saved = save_quantized(model, report, root / cell, base=base)
     if not deploy:
         return {}
-    engine_dir = export_quantized(saved, root / f"{cell}_engine")
+    engine_dir = export_quantized(saved, root / f"{cell}_engine", target=target)
     return {bk: _scores(evaluate_engine(Engine.load(engine_dir, backend=bk), "test", limit, progress=progress))
             for bk in backends}
 

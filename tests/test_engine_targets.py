@@ -230,3 +230,12 @@ def test_auto_order_follows_the_measured_table_for_each_cpu_class():
     assert only[0][0] == "onnxruntime" and "openvino is not installed" in only[0][1]
     with pytest.raises(EngineError, match="pip install"):
         backend_order(quantized, ZEN3, ())
+
+
+def test_method_table_simulates_and_deploys_each_cell_at_the_target(tiny_model, tmp_path):
+    from ptq4ris_core.table import method_table
+    res = method_table(tiny_model, ["rtn"], ["W8A8"], limit=4, calib_n=2, progress=False, save_dir=tmp_path,
+                       deploy=("rtn",), backends=("onnxruntime",))
+    cell = res["rows"][1]
+    assert cell["target"] == "portable" and set(cell["deployed"]) == {"onnxruntime"}
+    assert read_meta(tmp_path / "rtn_W8A8_engine")["quantization"]["target"]["stored"] == "portable"
