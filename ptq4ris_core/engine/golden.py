@@ -17,10 +17,11 @@ GOLDEN_FILE = "golden.npz"
 # The parity tests' tolerance on a small model's mask logits (f32 float parts): the mean and the largest
 # absolute error. QLinearConv requantizes in integer arithmetic, so a rare element may land one output step away.
 F32_MEAN_ERROR, F32_MAX_ERROR = 1e-3, 0.1
-# On a deep model those rare steps add up layer after layer, so the self-check compares the mean error with the
-# logits' own size. Measured on the default W8A8 model (docs/RESULTS.md, issue 18): a correct engine 1.0-1.7 %,
-# the same weights saturating int16 pairs 9-14 %; the masks differed in at most 0.13 % of pixels either way.
-RELATIVE_MEAN_ERROR = 0.05
+# On a deep model those rare steps add up layer after layer (more so with coarse weights), so the self-check
+# compares the mean error with the logits' own size, and the masks. Measured on the default model (docs/RESULTS.md,
+# issue 18): correct engines 1.6-2.1 % (W8A8) and 6.4 % (W4A8), masks within 0.11 % of pixels; the W8A8 weights
+# saturating int16 pairs 22-30 %, masks 1.4-10.8 % of pixels.
+RELATIVE_MEAN_ERROR = 0.15
 MASK_DISAGREEMENT = 0.01  # and at most this share of mask pixels may differ
 
 
