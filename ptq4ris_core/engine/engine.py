@@ -142,10 +142,10 @@ def _runs_on_cpu(backend: str, providers, device: str) -> bool:
     return not providers or providers[0] == "CPUExecutionProvider"
 
 
-def check_target(folder, meta: dict, on_cpu: bool, cpu=None) -> str | None:
-    """Refuse (EngineError) an engine whose stored weights saturate int16 pairs on this CPU; a warning to
-    give instead when the caller allows it, else None."""
-    cpu = cpu or cpu_int8()
+def check_target(folder, meta: dict, on_cpu: bool) -> str | None:
+    """Why an engine's stored weights would saturate int16 pairs on this CPU (``Engine.load`` refuses it, or
+    warns when the caller allows it), or None when they cannot."""
+    cpu = cpu_int8()
     target = meta.get("quantization", {}).get("target")
     if target is None or target["int16_pair_safe"] or not on_cpu or not cpu.saturates:
         return None
