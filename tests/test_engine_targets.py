@@ -233,9 +233,12 @@ def test_auto_order_follows_the_measured_table_for_each_cpu_class():
 
 
 def test_method_table_simulates_and_deploys_each_cell_at_the_target(tiny_model, tmp_path):
+    from ptq4ris_core.models import load_model
+    from ptq4ris_core.models.store import save_model
     from ptq4ris_core.table import method_table
-    res = method_table(tiny_model, ["rtn"], ["W8A8"], limit=4, calib_n=2, progress=False, save_dir=tmp_path,
-                       deploy=("rtn",), backends=("onnxruntime",))
+    base = save_model(tiny_model, tmp_path / "tiny.safetensors", dtype=torch.float32)
+    res = method_table(load_model(base), ["rtn"], ["W8A8"], limit=4, calib_n=2, progress=False, save_dir=tmp_path,
+                       deploy=("rtn",), backends=("onnxruntime",), base=str(base))
     cell = res["rows"][1]
     assert cell["target"] == "portable" and set(cell["deployed"]) == {"onnxruntime"}
     assert read_meta(tmp_path / "rtn_W8A8_engine")["quantization"]["target"]["stored"] == "portable"
