@@ -252,7 +252,7 @@ def _bag_parsers(sub):
     m = bs.add_parser("make", help="write a bag of generated scenes, commands and ground-truth masks",
                       description="Images on /camera/image_raw (or .../compressed), commands on /command (a new one "
                       "every --hold frames), ground-truth masks on /ground_truth/mask with the image's header.")
-    m.add_argument("--split", default="test", choices=["train", "val", "test"])
+    m.add_argument("--split", default="test", choices=["train", "val", "test", "heldout"])
     m.add_argument("--n", type=int, default=300, help="frames (default 300)")
     m.add_argument("--out", required=True, help="bag folder to write, e.g. bags/test")
     m.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "as this export target stores them (default portable, as 'ptq4ris export' does)")
     e.add_argument("--allow-unsafe", action="store_true", help="with --engine: load an engine even when its "
                    "weights saturate on this CPU or its self-check fails (for experiments: the masks may be wrong)")
-    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--split", default="test", choices=["train", "val", "test", "heldout"])
     e.add_argument("--limit", type=int, default=1000, help="number of scenes (default 1000)")
     e.add_argument("--batch", type=int, default=32)
     e.add_argument("--seed", type=int, default=0, help="scene generator seed (default 0, the published splits)")

@@ -49,7 +49,7 @@ def make_bag(out, split: str = "test", n: int = 300, width: int = 640, height: i
     from rosbags.rosbag2 import StoragePlugin, Writer
     out = Path(out)
     if split not in SPLIT_SIZES:
-        raise BagError(f"unknown split {split!r}; choose train, val or test")
+        raise BagError(f"unknown split {split!r}; choose train, val, test or heldout")
     if n < 1 or hold < 1 or rate <= 0 or width < 16 or height < 16:
         raise BagError(f"need n >= 1, hold >= 1, rate > 0 and a size of at least 16x16 (got n={n}, hold={hold}, "
                        f"rate={rate}, {width}x{height})")

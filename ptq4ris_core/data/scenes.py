@@ -13,10 +13,11 @@ from .backgrounds import make_background
 from .expressions import KINDS, build_expression
 from .shapes import COLOURS, SHAPES, SIZE_RADIUS, SIZES, SceneObject
 
-SPLITS = {"train": 0, "val": 1, "test": 2}
+SPLITS = {"train": 0, "val": 1, "test": 2, "heldout": 3}
 # How many scenes each split holds. Any index below is a fixed scene; the default model was
-# trained on train[0:352000]; calibration draws from the whole train split.
-SPLIT_SIZES = {"train": 1_000_000, "val": 10_000, "test": 10_000}
+# trained on train[0:352000]; calibration draws from the whole train split. "heldout" is drawn by
+# its own renderer and grammar (data/heldout/), a style that training never sees.
+SPLIT_SIZES = {"train": 1_000_000, "val": 10_000, "test": 10_000, "heldout": 10_000}
 MIN_VISIBLE = 0.6  # each object keeps at least this share of its area after occlusion
 COPY_ATTR_P = 0.45  # chance that a new object copies an earlier one's shape or colour
 
@@ -49,6 +50,9 @@ class SceneGenerator:
         if not 0 <= index < SPLIT_SIZES[split]:
             raise IndexError(f"{split} holds scenes 0..{SPLIT_SIZES[split] - 1}, not {index}")
         kind = kind or KINDS[index % len(KINDS)]
+        if split == "heldout":
+            from .heldout import sample_heldout
+            return sample_heldout(rng, self.width, self.height, kind, f"{split}[{index}]")
         for _ in range(200):
             objs, full = self._objects(rng)
             visible = _visible_masks(full)
