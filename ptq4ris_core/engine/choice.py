@@ -11,10 +11,10 @@ from __future__ import annotations
 MEASURED = {
     ("int32-dot", "quantized"): (("openvino", "onnxruntime"),
                                  "W8A8 segmenter fastest on OpenVINO on AVX512-VNNI Xeons (docs/RESULTS.md, issue 4)"),
-    ("int16-pairs", "quantized"): (("openvino", "onnxruntime"),
-                                   "W8A8 segment() fastest on OpenVINO frame by frame on AVX2 CPUs without VNNI "
-                                   "(29-34 ms against 40-43 on ONNX Runtime, bag eval; back to back ONNX Runtime "
-                                   "leads, 16.7 against 20.8 ms; docs/RESULTS.md, hardware table)"),
+    ("int16-pairs", "quantized"): (("onnxruntime", "openvino"),
+                                   "W8A8 fastest on ONNX Runtime on AVX2 CPUs without VNNI: back to back 16.7 against "
+                                   "20.8 ms (OpenVINO has no fast int8 GEMM there), frame by frame 20-25 against "
+                                   "19-31 ms (docs/RESULTS.md, hardware table)"),
     ("any", "float"): (("openvino", "onnxruntime"),
                        "FP32 graphs fastest on OpenVINO on every x86 CPU measured (docs/RESULTS.md)"),
 }

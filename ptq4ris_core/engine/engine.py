@@ -61,6 +61,11 @@ class _OrtRunner:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+        # Worker threads sleep between calls instead of spinning: frames come one at a time with other work in
+        # between (decoding, the node's callbacks), which spinning threads slow down on a small CPU. Frame by
+        # frame the W8A8 segment() took 20-25 ms instead of 33; back to back it costs 5-17 % (docs/RESULTS.md,
+        # issue 18).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.sess = ort.InferenceSession(str(path), so, providers=providers)
         except Exception as e:  # noqa: BLE001 - ORT raises its own types; name the file
