@@ -42,8 +42,3 @@ def weights_for_target(model, target: str = "portable"):
         for wq, bits, scale in changed:
             wq.bits, wq.scale = bits, scale
 
-
-def stored_weight_bits(model) -> dict[str, int]:
-    """{layer: weight bits} of the integer-capable layers, as the model holds them now."""
-    return {name: wq.bits for name, wq in _weight_quantizers(model)}
-
