@@ -73,15 +73,12 @@ def _ov(path, threads):
 
 
 def _golden_feeds(folder: Path) -> list[tuple[dict, np.ndarray]]:
-    """Each golden case's segmenter feeds (through the FP32-free path: the engine's own text graph) and its
-    simulated logits."""
+    """Each golden case's segmenter feeds (through the engine's own text graph) and its simulated logits."""
     eng = Engine.load(folder, backend="onnxruntime", allow_unsafe=True, self_check=False)
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     out = []
     for c in read_golden(folder / "golden.npz", meta["self_check"]["cases"]):
-        arrays = eng._text({"input_ids": c["input_ids"], "attention_mask": c["attention_mask"]})
-        feeds = {name: a for names, a in zip(eng._text_names, arrays) for name in names}
-        out.append(({"image": c["image"], **feeds}, c["logits"]))
+        out.append(({"image": c["image"], **eng.text_feeds(c["input_ids"], c["attention_mask"])}, c["logits"]))
     return out
 
 

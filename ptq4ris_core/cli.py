@@ -77,7 +77,7 @@ def cmd_eval(a):
         from .engine import Engine
         from .evaluate import evaluate_engine
         eng = Engine.load(a.engine, backend=a.backend, allow_unsafe=a.allow_unsafe)
-        _print_engine_report(eng)
+        print(f"engine: {eng.status()}\nCPU: {eng.report()['cpu']}")
         summary = evaluate_engine(eng, a.split, a.limit, seed=a.seed)
         summary.update({"engine": a.engine, "backend": eng.backend, "precision": eng.precision,
                         "target": eng.target, "cpu": eng.report()["cpu"]})
@@ -152,11 +152,6 @@ def cmd_publish(a):
     side.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(f"{info['out']}: step {info['step']}, reference test[0:{a.reference_n}] mIoU {ref['mIoU']:.4f}; "
           f"dropped {info['dropped'] or 'nothing'}")
-
-
-def _print_engine_report(eng):
-    r = eng.report()
-    print(f"engine: target {r['target']}, {r['runtime']} ({r['why']}); self-check {r['self_check']}\nCPU: {r['cpu']}")
 
 
 def cmd_export(a):

@@ -141,8 +141,7 @@ def main(argv=None):
     print(f"\n== 3. Offline evaluation on the bag (2 threads)\n  CPU: {cpu_int8().describe()}")
     for name, folder in engines.items():
         eng = Engine.load(folder)
-        r = eng.report()
-        print(f"  {name}: target {r['target']}, {r['runtime']} ({r['why']}); self-check {r['self_check']}")
+        print(f"  {name}: {eng.status()}")
         s = evaluate_bag(bag, eng, out=out / f"offline_{name.lower()}", progress=False)
         rows[name] = {"size_mb": engine_size_mb(folder), "backend": eng.runtime, "target": eng.target, "offline": s}
         print(f"  {name} on {eng.runtime}: mIoU {100 * s['accuracy']['mIoU']:.2f}, segment() p50 "

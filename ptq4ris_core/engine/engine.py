@@ -255,20 +255,18 @@ class Engine:
     def run_self_check(self) -> dict:
         """Run the golden cases stored at export on this runtime: {passed, cases: [errors], ms}."""
         cases = read_golden(self.folder / self.meta["self_check"]["file"], self.meta["self_check"]["cases"])
+        return run_self_check(cases, self.text_feeds, lambda feeds: self._seg(feeds)[0], self.precision)
 
-        def encode(ids, mask):
-            arrays = self._text({"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64)})
-            return {name: a for names, a in zip(self._text_names, arrays) for name in names}
-
-        return run_self_check(cases, encode, lambda feeds: self._seg(feeds)[0], self.precision)
+    def text_feeds(self, ids: np.ndarray, mask: np.ndarray) -> dict:
+        """Token ids and mask → the text graph's word features and mask, as the segmenter takes them."""
+        arrays = self._text({"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64)})
+        return {name: a for names, a in zip(self._text_names, arrays) for name in names}
 
     def _encode(self, text: str) -> dict:
         """The command's word features and mask, as the segmenter takes them: {input name: array}."""
         enc = self.tokenizer([text], padding="max_length", truncation=True, max_length=self.max_tokens,
                              return_tensors="np")
-        ids, m = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
-        arrays = self._text({"input_ids": ids, "attention_mask": m})
-        return {name: a for names, a in zip(self._text_names, arrays) for name in names}
+        return self.text_feeds(enc["input_ids"], enc["attention_mask"])
 
     @property
     def runtime(self) -> str:
@@ -314,6 +312,11 @@ class Engine:
         q = self.meta.get("quantization", {})
         return (f"{self.meta['model']['name']} {q.get('method', '?')} {q.get('bits', '?')} (target {self.target}) on "
                 f"{self.backend} (float parts {self.precision})")
+
+    def status(self) -> str:
+        """One line for people: the target, the runtime and why, the self-check (the CLI, the demo, the node)."""
+        r = self.report()
+        return f"target {r['target']}, {r['runtime']} ({r['why']}); self-check {r['self_check']}"
 
     def report(self) -> dict:
         """What the engine is doing on this machine, for people and diagnostics: CPU, target, runtime, self-check."""

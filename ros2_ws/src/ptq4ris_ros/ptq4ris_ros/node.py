@@ -130,9 +130,8 @@ def _make_node_class():
                 return TransitionCallbackReturn.FAILURE
             self.params = params
             self._diag_timer = self.create_timer(params.diagnostics_period_s, self._diagnostics)
-            r = self.engine.report()
-            self.get_logger().info(f"engine loaded: {self.engine.describe()}; {r['why']}; self-check {r['self_check']}; "
-                                   f"CPU {r['cpu']}")
+            self.get_logger().info(f"engine loaded: {self.engine.describe()}; {self.engine.status()}; "
+                                   f"CPU {self.engine.report()['cpu']}")
             return TransitionCallbackReturn.SUCCESS
 
         def on_activate(self, state):
