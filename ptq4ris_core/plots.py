@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .segment import overlay
+from .frames import overlay
 
 
 def mask_grid(items: list[dict], path: str | Path, cols: int = 3) -> Path:

@@ -5,148 +5,11 @@ offers, so callers (CLI, ROS node, bag evaluation) do not care which one they ho
 """
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from .errors import InputError
+from .frames import TextCache, check_image, mask_from_logits, resize_rgb
 from .models import Preprocessor, RISModel
-
-log = logging.getLogger(__name__)
-MAX_COMMAND_CHARS = 2000
-
-
-def check_command(text) -> str:
-    """A usable command, or an InputError saying why not."""
-    if not isinstance(text, str):
-        raise InputError(f"the command must be text, got {type(text).__name__}")
-    text = " ".join(text.split())
-    if not text:
-        raise InputError("the command is empty or blank; give a referring expression such as 'the red circle on the left'")
-    if len(text) > MAX_COMMAND_CHARS:
-        log.warning("command of %d characters cut to %d", len(text), MAX_COMMAND_CHARS)
-        text = text[:MAX_COMMAND_CHARS]
-    return text
-
-
-def check_image(image) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB array; greyscale and RGBA arrays are converted, anything else refused."""
-    if not isinstance(image, np.ndarray):
-        raise InputError(f"the image must be a NumPy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise InputError(f"the image must be uint8 RGB, got dtype {image.dtype}; convert with (img*255).astype(np.uint8) if it is float in [0, 1]")
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise InputError(f"the image must be HxWx3 (RGB), HxW (grey) or HxWx4 (RGBA), got shape {image.shape}")
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    if image.shape[2] == 4:
-        image = image[..., :3]
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise InputError(f"the image is empty (shape {image.shape})")
-    return np.ascontiguousarray(image)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read any image file PIL knows as RGB uint8, with a clear error for missing or corrupt files."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as im:
-            if im.mode != "RGB":
-                log.warning("converting %s image %s to RGB", im.mode, path)
-            return np.asarray(im.convert("RGB"))
-    except Image.DecompressionBombError as e:
-        raise InputError(f"{path} is too large to decode safely ({e}); downscale it first") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"cannot read {path} as an image ({e}); is it a complete PNG or JPEG?") from e
-
-
-def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 → (size, size, 3). Shrinking averages the source pixels under each output pixel
-    (OpenCV's area filter: antialiased like PIL's bilinear, twice as fast on camera frames); enlarging is
-    bilinear. A side that is a whole multiple of ``size`` (a width of 640, 1280 or 1920 to 128) is averaged
-    first on its own, with a box filter: the same average, within one grey level of rounding, and on a
-    640x480 frame 0.24 ms against OpenCV's 0.55 ms (its area filter is slow for factors other than 2)."""
-    if image.shape[:2] == (size, size):
-        return image
-    import cv2
-    if image.shape[0] < size or image.shape[1] < size:
-        return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
-    for axis in (1, 0):
-        n = image.shape[axis]
-        if n % size == 0 and n > size:
-            image = _box_shrink(image, axis, n // size)
-    if image.shape[:2] != (size, size):
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return image
-
-
-def _box_shrink(image: np.ndarray, axis: int, factor: int) -> np.ndarray:
-    """Mean of each run of ``factor`` pixels along ``axis`` (1: width, 0: height), one pixel per run."""
-    import cv2
-    h, w = image.shape[:2]
-    kernel, out = ((factor, 1), (w // factor, h)) if axis == 1 else ((1, factor), (w, h // factor))
-    summed = cv2.blur(image, kernel, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)  # mean of pixels i..i+factor-1
-    return cv2.resize(summed, out, interpolation=cv2.INTER_NEAREST)  # keeps pixel factor*i: one per run
-
-
-def mask_from_logits(logits: np.ndarray, height: int, width: int, threshold: float = 0.5) -> tuple[np.ndarray, float]:
-    """(1, 2, S, S) logits → mask (H, W) uint8 0/255 at the image's size, and a confidence score.
-
-    The foreground-logit margin d (sigmoid(d) = softmax foreground probability) is resized bilinearly
-    (half-pixel centres, as torch's align_corners=False); a pixel is in the mask when its probability
-    exceeds ``threshold``. The score is the mean foreground probability over the mask (0 when it is
-    empty); on images larger than the model's input the probability map is resized, not recomputed.
-    Shared by the PyTorch path and every engine backend.
-    """
-    d_model = np.ascontiguousarray(logits[0, 1] - logits[0, 0], dtype=np.float32)
-    d = _resize_float(d_model, height, width)
-    # an exp per camera pixel costs a millisecond: when enlarging, take it at S x S and resize the result
-    if d.size <= d_model.size:
-        prob = 1 / (1 + np.exp(-d))
-    else:
-        prob = _resize_float(1 / (1 + np.exp(-d_model)), height, width)
-    mask = (d > np.float32(np.log(threshold / (1 - threshold)))).view(np.uint8)
-    n = np.count_nonzero(mask)
-    score = float(np.dot(prob.ravel(), mask.ravel().astype(np.float32)) / n) if n else 0.0
-    return mask * np.uint8(255), score
-
-
-def _resize_float(x: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of a float32 map; OpenCV when enlarging (equal to PIL there, 15x faster on camera
-    frames), PIL when shrinking (its filter widens to antialias)."""
-    if x.shape == (height, width):
-        return x
-    if height < x.shape[0] or width < x.shape[1]:
-        return np.asarray(Image.fromarray(x, mode="F").resize((width, height), Image.BILINEAR))
-    import cv2
-    return cv2.resize(x, (width, height), interpolation=cv2.INTER_LINEAR)
-
-
-class TextCache:
-    """Encodes a command once: the command changes rarely, the image every frame.
-
-    ``encode(text) -> features`` runs only for a new (normalised) command; ``encodes`` counts its runs.
-    """
-
-    def __init__(self, tokenizer, max_tokens: int, encode):
-        self.tokenizer, self.max_tokens, self.encode = tokenizer, max_tokens, encode
-        self.text, self.value, self.encodes = None, None, 0
-
-    def __call__(self, text: str):
-        text = check_command(text)
-        if text != self.text:
-            if len(self.tokenizer(text)["input_ids"]) > self.max_tokens:
-                log.warning("command is longer than %d tokens; the rest is ignored", self.max_tokens)
-            self.value, self.text = self.encode(text), text
-            self.encodes += 1
-        return self.value
 
 
 class Segmenter:
@@ -155,7 +18,8 @@ class Segmenter:
     def __init__(self, model: RISModel):
         self.model = model.eval()
         self.pre = Preprocessor(model.cfg)
-        self.text_features = TextCache(self.pre.tokenizer, model.cfg.max_tokens, self._encode)
+        self.text_features = TextCache(lambda text: len(self.pre.tokenizer(text)["input_ids"]), model.cfg.max_tokens,
+                                       self._encode)
 
     @torch.no_grad()
     def _encode(self, text: str):
@@ -173,11 +37,3 @@ class Segmenter:
         x = self.pre.images(resize_rgb(image, self.model.cfg.image_size)[None])
         logits = self.model.segment_features(x, words, m).numpy()
         return mask_from_logits(logits, image.shape[0], image.shape[1], threshold)
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, colour=(0, 255, 80), alpha: float = 0.5) -> np.ndarray:
-    """The mask drawn over the image in a translucent colour."""
-    out = image.astype(np.float32).copy()
-    m = mask > 0
-    out[m] = (1 - alpha) * out[m] + alpha * np.array(colour, np.float32)
-    return out.astype(np.uint8)

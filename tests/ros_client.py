@@ -122,6 +122,20 @@ def scenario_serve(p, args):
     return out
 
 
+def scenario_flood(p, args):
+    """Frames as fast as the node takes them, for ``seconds``, under one command (a node is stopped meanwhile)."""
+    p.command_pub.publish(String(data="the red circle"))
+    p.wait_for_node(args.get("wait", 60))
+    frames = [p.image(s.image) for s in scenes(4, 320, 240)]
+    end = time.time() + args.get("seconds", 10)
+    sent = 0
+    while time.time() < end:
+        p.send(frames[sent % 4])
+        sent += 1
+        p.spin(0.01)
+    return {"sent": sent, "masks": len(p.masks)}
+
+
 def scenario_bad_inputs(p, args):
     """Every bad input, spaced so none is overwritten in the queue; then a good frame must still be answered."""
     out = {"node_seen": p.wait_for_node(args.get("wait", 60))}

@@ -9,7 +9,8 @@ import torch
 
 from ptq4ris_core.engine import Engine, EngineError, export_engine
 from ptq4ris_core.errors import InputError
-from ptq4ris_core.segment import Segmenter, resize_rgb
+from ptq4ris_core.frames import resize_rgb
+from ptq4ris_core.segment import Segmenter
 
 BACKENDS = ["onnxruntime"] + (["openvino"] if __import__("importlib").util.find_spec("openvino") else [])
 
@@ -290,7 +291,7 @@ def test_mask_from_logits_matches_pil_bilinear_and_its_threshold(height, width):
     threshold as a probability, the score as the mean foreground probability over the mask."""
     from PIL import Image
 
-    from ptq4ris_core.segment import mask_from_logits
+    from ptq4ris_core.frames import mask_from_logits
     rng = np.random.default_rng(0)  # smooth logits, as a network's are: 16x16 noise enlarged to 128x128
     coarse = rng.normal(0, 3, (2, 16, 16)).astype(np.float32)
     logits = np.stack([np.asarray(Image.fromarray(c, mode="F").resize((128, 128), Image.BILINEAR)) for c in coarse])[None]
@@ -317,7 +318,7 @@ def test_tune_for_frames_stops_the_page_faults_of_each_frame():
 import resource, sys
 import numpy as np
 from ptq4ris_core.tuning import tune_for_frames
-from ptq4ris_core.segment import mask_from_logits
+from ptq4ris_core.frames import mask_from_logits
 if sys.argv[1] == "keep":
     assert tune_for_frames() == {"keep_freed_memory": True, "opencv_threads": 1}
 logits = np.random.default_rng(0).normal(0, 3, (1, 2, 128, 128)).astype(np.float32)

@@ -30,14 +30,18 @@ def engine(default_engine):
 
 
 class Node:
-    def __init__(self, tmp_path, params: dict, name="ptq4ris_node"):
+    def __init__(self, tmp_path, params: dict, name="ptq4ris_node", runtime_only=False):
         self.domain = next(_domain)
         self.env = ros_env(self.domain)
+        node_env = dict(self.env)
+        if runtime_only:  # the node as on a robot's runtime install: torch and the full install's packages absent
+            node_env["PYTHONPATH"] = os.pathsep.join([str(HERE / "runtime_only")] + (
+                [node_env["PYTHONPATH"]] if node_env.get("PYTHONPATH") else []))
         pfile = tmp_path / f"params_{self.domain}.yaml"
         pfile.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}), encoding="utf-8")
         self.log = tmp_path / f"node_{self.domain}.log"
         self.proc = subprocess.Popen([str(NODE), "--ros-args", "--params-file", str(pfile), "-r", f"__node:={name}"],
-                                     env=self.env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+                                     env=node_env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
         self.name = name
 
     def peer(self, scenario, args=None, timeout=180):
@@ -89,6 +93,35 @@ def test_serves_masks_with_the_source_header_in_every_encoding(node_factory, eng
     d = res["diagnostics"]  # and on /diagnostics: what the engine does on this CPU
     assert d["engine_target"] == "float" and d["engine_self_check"].startswith("passed"), d
     assert "int16" in d["engine_cpu"] and d["engine_runtime"] and d["engine_why"], d
+
+
+def test_the_node_serves_on_the_runtime_install_without_torch(node_factory, engine):
+    node = node_factory({"engine_path": engine}, runtime_only=True)
+    res = node.peer("serve", {"n": 6})
+    log = node.stop()
+    assert res["answered"] == res["sent"] == 6, (res, log)
+    ious = [c["iou"] for c in res["checks"] if c["iou"] is not None]
+    assert np.mean(ious) > 0.5, ious
+
+
+def test_sigint_while_frames_flow_stops_cleanly(node_factory, engine):
+    """The worker stops before the context goes: no false 'frame failed ... context is invalid' at Ctrl-C."""
+    node = node_factory({"engine_path": engine})
+    flood = subprocess.Popen([sys.executable, str(HERE / "ros_client.py"), "flood", json.dumps({"seconds": 20})],
+                             env=node.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and "command:" not in node.log.read_text(encoding="utf-8"):
+            time.sleep(0.2)
+        time.sleep(3)  # frames flowing
+        node.proc.send_signal(signal.SIGINT)
+        rc = node.proc.wait(15)
+    finally:
+        flood.kill()
+        flood.wait()
+    log = node.log.read_text(encoding="utf-8")
+    assert rc == 0, log[-3000:]
+    assert "frame failed" not in log and "context is invalid" not in log and "Traceback" not in log, log[-3000:]
 
 
 def test_camera_sized_frames_travel_with_the_large_message_profile(node_factory, engine, monkeypatch):

@@ -66,14 +66,14 @@ def test_data_offset_continues_on_unseen_scenes_and_resumes_there(tmp_path, monk
     seen = []
 
     class Recording(train_module.SceneDataset):
-        def __init__(self, split, length, size=128, seed=0, offset=0):
-            seen.append((split, offset, length))
-            super().__init__(split, length, size, seed, offset)
+        def __init__(self, split, length, size=128, seed=0, offset=0, variety=0.0):
+            seen.append((split, offset, length, variety))
+            super().__init__(split, length, size, seed, offset, variety)
     monkeypatch.setattr(train_module, "SceneDataset", Recording)
     run = tmp_path / "run"
     train(run, TINY, steps=2, data_offset=1000, **SMALL)
     train(run, TINY, steps=4, data_offset=1000, **SMALL)  # resumed at step 2: scenes 1004.., not 1000..
-    assert [s for s in seen if s[0] == "train"] == [("train", 1000, 4), ("train", 1004, 4)]
+    assert [s for s in seen if s[0] == "train"] == [("train", 1000, 4, 0.75), ("train", 1004, 4, 0.75)]
     assert json.loads((run / "model.json").read_text(encoding="utf-8"))["data_offset"] == 1000
     with pytest.raises(InputError, match="--data-offset"):
         train(tmp_path / "past_the_end", TINY, steps=2, data_offset=SPLIT_SIZES["train"] - 3, **SMALL)

@@ -60,7 +60,10 @@ class BagReport:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps({"summary": summary, "frames": self.frames}, indent=1), encoding="utf-8")
-        pics = self._plots(out)
+        try:
+            pics = self._plots(out)
+        except ModuleNotFoundError:  # a runtime-only install (no matplotlib): the numbers without pictures
+            pics = None
         lines = [f"# {title}", ""]
         lines += [f"- {k}: {v}" for k, v in summary.items() if k not in ("accuracy", "latency_ms", "skipped")]
         if summary.get("skipped"):
@@ -71,7 +74,8 @@ class BagReport:
         for k, p in summary["latency_ms"].items():
             if p["n"]:
                 lines.append(f"| {k} | {p['n']} | " + " | ".join(f"{p[c]:.2f}" for c in ("mean", "p50", "p90", "p99", "max")) + " |")
-        lines += ["", "## Pictures", ""] + [f"![{p.stem}]({p.name})" for p in pics]
+        lines += ["", "## Pictures", ""] + ([f"![{p.stem}]({p.name})" for p in pics] if pics is not None else
+                                            ["(not drawn: matplotlib is not installed; pip install matplotlib)"])
         (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
         return out
 

@@ -60,9 +60,13 @@ def _pick(rng, options):
     return options[rng.integers(len(options))] if options else None
 
 
+def attribute_options(objs, t) -> list[dict]:
+    """Descriptions that fit the target alone."""
+    return [d for d in _descriptions(objs[t], False) if sum(matches(o, d) for o in objs) == 1]
+
+
 def attribute(objs, t, rng, side):
-    unique = [d for d in _descriptions(objs[t], False)
-              if sum(matches(o, d) for o in objs) == 1]
+    unique = attribute_options(objs, t)
     if not unique:
         return None
     smallest = min(len(d) for d in unique)
@@ -92,7 +96,8 @@ def _coord(o: SceneObject, axis: str, side: tuple[int, int]) -> float:
     return o.cx / side[0] if axis == "x" else o.cy / side[1]
 
 
-def position(objs, t, rng, side):
+def position_options(objs, t, side) -> list[tuple[dict, str]]:
+    """(description, side word) pairs where naming the image half tells the target from its look-alikes."""
     options = []
     for desc in _descriptions(objs[t], True):
         group = [i for i, o in enumerate(objs) if matches(o, desc)]
@@ -104,7 +109,11 @@ def position(objs, t, rng, side):
             # Target in the named half, every other candidate in the other half, well apart.
             if ct > 0 and all(c < 0 and ct - c > HALF_GAP for c in others):
                 options.append((desc, word))
-    choice = _pick(rng, options)
+    return options
+
+
+def position(objs, t, rng, side):
+    choice = _pick(rng, position_options(objs, t, side))
     if choice is None:
         return None
     desc, word = choice
@@ -121,7 +130,8 @@ _EXTREMES = {
 }
 
 
-def superlative(objs, t, rng, side):
+def superlative_options(objs, t, side) -> list[tuple[dict, str]]:
+    """(description, extreme key) pairs where the target is the clear extreme of its look-alikes."""
     options = []
     for desc in _descriptions(objs[t], True):
         group = [i for i, o in enumerate(objs) if matches(o, desc)]
@@ -140,7 +150,11 @@ def superlative(objs, t, rng, side):
                 ok = all(val[t] - v > EXTREME_GAP for i, v in val.items() if i != t)
             if ok:
                 options.append((desc, key))
-    choice = _pick(rng, options)
+    return options
+
+
+def superlative(objs, t, rng, side):
+    choice = _pick(rng, superlative_options(objs, t, side))
     if choice is None:
         return None
     desc, key = choice
@@ -157,7 +171,9 @@ _RELATIONS = {
 }
 
 
-def relation(objs, t, rng, side):
+def relation_options(objs, t, side) -> list[tuple[dict, list[dict], str]]:
+    """(description, anchor descriptions, relation word) triples where the relation to a uniquely
+    described anchor tells the target from its look-alikes."""
     options = []
     for a, anchor in enumerate(objs):
         if a == t:
@@ -174,7 +190,11 @@ def relation(objs, t, rng, side):
                 rel = {i: sign * (_coord(objs[i], axis, side) - _coord(anchor, axis, side)) for i in group}
                 if rel[t] > RELATION_GAP and all(v < -RELATION_GAP for i, v in rel.items() if i != t):
                     options.append((desc, anchor_descs, word))
-    choice = _pick(rng, options)
+    return options
+
+
+def relation(objs, t, rng, side):
+    choice = _pick(rng, relation_options(objs, t, side))
     if choice is None:
         return None
     desc, anchor_descs, word = choice

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import camera
 from .backgrounds import make_background
 from .expressions import KINDS, build_expression
+from .paraphrase import paraphrase
 from .shapes import COLOURS, SHAPES, SIZE_RADIUS, SIZES, SceneObject
 
 SPLITS = {"train": 0, "val": 1, "test": 2, "heldout": 3}
@@ -31,13 +33,21 @@ class Sample:
     objects: list = field(default_factory=list)
     target: int = 0
     background: str = ""
+    frame: tuple = ()  # (width, height) the objects were drawn in, when not the image's own (variety)
 
 
 class SceneGenerator:
-    """Draws referring scenes of a fixed size; see ``sample``."""
+    """Draws referring scenes of a fixed size; see ``sample``.
 
-    def __init__(self, width: int = 128, height: int | None = None, seed: int = 0):
-        self.width, self.height, self.seed = width, height or width, seed
+    With ``variety`` (training the default model: the share of scenes so drawn) a scene is drawn in a camera frame of its
+    own size and aspect, with scaled objects, overlap or none, shaded and outlined objects, the
+    camera's light, noise, blur and JPEG (``camera.py``), and said in the wide grammar
+    (``paraphrase.py``); the image and mask are then stretched to the model's size. Without it (every
+    evaluation split) scenes are exactly as they always were for a given (seed, split, index).
+    """
+
+    def __init__(self, width: int = 128, height: int | None = None, seed: int = 0, variety: float = 0.0):
+        self.width, self.height, self.seed, self.variety = width, height or width, seed, variety
 
     def rng_for(self, split: str, index: int) -> np.random.Generator:
         if split not in SPLITS:
@@ -53,8 +63,10 @@ class SceneGenerator:
         if split == "heldout":
             from .heldout import sample_heldout
             return sample_heldout(rng, self.width, self.height, kind, f"{split}[{index}]")
+        if self.variety and (self.variety >= 1 or rng.random() < self.variety):
+            return self._varied(rng, kind, f"{split}[{index}]")
         for _ in range(200):
-            objs, full = self._objects(rng)
+            objs, full = self._objects(rng, self.width, self.height)
             visible = _visible_masks(full)
             for t in rng.permutation(len(objs)):
                 text = build_expression(kind, objs, int(t), rng, (self.width, self.height))
@@ -63,9 +75,27 @@ class SceneGenerator:
                     return Sample(image, visible[t], text, kind, objs, int(t), bg)
         raise RuntimeError(f"could not build a {kind} expression for {split}[{index}]")
 
-    def _objects(self, rng):
-        side = min(self.width, self.height)
-        n = int(rng.integers(2, 7))
+    def _varied(self, rng, kind: str, name: str) -> Sample:
+        width, height = camera.frame_size(rng, self.width, self.height)
+        scale = rng.uniform(*camera.SCENE_SCALE)
+        min_visible = 1.0 if rng.random() < 0.4 else MIN_VISIBLE  # 40 % of scenes keep objects apart
+        for _ in range(200):
+            objs, full = self._objects(rng, width, height, scale, min_visible, max_objects=7)
+            visible = _visible_masks(full)
+            for t in rng.permutation(len(objs)):
+                text = paraphrase(kind, objs, int(t), rng, (width, height))
+                if text is not None:
+                    image, bg = make_background(rng, width, height)
+                    image = camera.paint(rng, image, [o.rgb for o in objs], visible)
+                    image, mask = camera.to_model_size(camera.expose(rng, image), visible[t], self.width, self.height)
+                    return Sample(image, mask, text, kind, objs, int(t), bg, (width, height))
+        raise RuntimeError(f"could not build a {kind} expression for {name}")
+
+    def _objects(self, rng, width, height, scale=None, min_visible=MIN_VISIBLE, max_objects=6):
+        """2..max_objects objects, each keeping ``min_visible`` of itself; ``scale`` (varied scenes
+        only) multiplies every radius and asks for shaded colours."""
+        side = min(width, height)
+        n = int(rng.integers(2, max_objects + 1))
         objs, full = [], []
         for _ in range(n):
             shape = SHAPES[rng.integers(len(SHAPES))]
@@ -76,17 +106,18 @@ class SceneGenerator:
                 colour = objs[rng.integers(len(objs))].colour
             size = SIZES[rng.integers(2)]
             for _ in range(20):  # placements; give up on this object if none keeps the others visible
-                r = rng.uniform(*SIZE_RADIUS[size]) * side
-                obj = SceneObject(shape, colour, size, rng.uniform(r, self.width - r), rng.uniform(r, self.height - r),
-                                  r, rng.uniform(0, 2 * np.pi),
-                                  tuple(int(c) for c in np.clip(np.array(COLOURS[colour]) + rng.normal(0, 12, 3), 0, 255)))
-                m = obj.rasterize(self.width, self.height)
-                if all((f & ~m).sum() >= MIN_VISIBLE * f.sum() for f in _visible_masks(full)) and m.sum() > 0:
+                r = rng.uniform(*SIZE_RADIUS[size]) * side * (scale or 1.0)
+                x, y, angle = rng.uniform(r, width - r), rng.uniform(r, height - r), rng.uniform(0, 2 * np.pi)
+                rgb = (tuple(int(c) for c in np.clip(np.array(COLOURS[colour]) + rng.normal(0, 12, 3), 0, 255))
+                       if scale is None else camera.shade(rng, COLOURS[colour]))
+                obj = SceneObject(shape, colour, size, x, y, r, angle, rgb)
+                m = obj.rasterize(width, height)
+                if all((f & ~m).sum() >= min_visible * f.sum() for f in _visible_masks(full)) and m.sum() > 0:
                     objs.append(obj)
                     full.append(m)
                     break
         if len(objs) < 2:
-            return self._objects(rng)
+            return self._objects(rng, width, height, scale, min_visible, max_objects)
         return objs, full
 
     def _render(self, rng, objs, visible):

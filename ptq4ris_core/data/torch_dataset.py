@@ -9,9 +9,10 @@ from .scenes import SceneGenerator
 
 
 class SceneDataset(Dataset):
-    def __init__(self, split: str, length: int, size: int = 128, seed: int = 0, offset: int = 0):
+    def __init__(self, split: str, length: int, size: int = 128, seed: int = 0, offset: int = 0,
+                 variety: float = 0.0):
         self.split, self.length, self.offset = split, length, offset
-        self.gen = SceneGenerator(size, seed=seed)
+        self.gen = SceneGenerator(size, seed=seed, variety=variety)
         self.gen.rng_for(split, 0)  # validates the split name now, not in a worker
 
     def __len__(self):

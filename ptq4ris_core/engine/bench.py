@@ -58,7 +58,7 @@ class TorchEager:
         self.text_features = self.seg.text_features  # (words, mask): PyTorch runs the model as trained
 
     def preprocess(self, image):
-        from ..segment import resize_rgb
+        from ..frames import resize_rgb
         return self.seg.pre.images(resize_rgb(image, self.seg.model.cfg.image_size)[None])
 
     def feeds(self, image, text):

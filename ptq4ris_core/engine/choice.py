@@ -33,7 +33,7 @@ def backend_order(meta: dict, cpu, installed: tuple[str, ...]) -> list[tuple[str
     picks = [b for b in order if b in installed]
     if not picks:
         from .artifact import EngineError
-        raise EngineError("neither onnxruntime nor openvino is installed; pip install 'ptq4ris-core[engine]'")
+        raise EngineError("neither onnxruntime nor openvino is installed; pip install 'ptq4ris-core[runtime]' (ONNX Runtime) or 'ptq4ris-core[openvino]'")
     if picks[0] != order[0]:
         source = f"{order[0]} is not installed; {source}"
     return [(b, f"auto: {source}" if i == 0 else f"auto: {picks[0]} failed its self-check here, so the next "

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..segment import TextCache, check_image, mask_from_logits, resize_rgb
+from ..frames import TextCache, check_image, mask_from_logits, resize_rgb
 from .artifact import SEG_GRAPH, TEXT_GRAPH, EngineError, read_meta
 from .choice import backend_order
 from .cpu import cpu_int8
 from .golden import failure_message, read_golden, run_self_check
+from .tokens import CommandTokenizer
 
 BACKENDS = ("auto", "onnxruntime", "openvino")
 PRECISIONS = ("auto", "f32", "bf16", "f16")  # the float parts' precision; OpenVINO's choice, ONNX Runtime's is f32
@@ -180,7 +181,7 @@ class Engine:
         if {n for names in self._text_names for n in names} != wanted:
             raise EngineError(f"{folder}: the segmenter takes {seg_runner.inputs}, but the text graph gives "
                               f"{text_runner.outputs} and the image; the graphs come from different exports, re-export")
-        self.text_features = TextCache(tokenizer, self.max_tokens, self._encode)
+        self.text_features = TextCache(tokenizer.count, self.max_tokens, self._encode)
 
     @classmethod
     def load(cls, path, backend: str = "auto", providers=None, device: str = "CPU", threads: int = 2,
@@ -245,11 +246,7 @@ class Engine:
                                  cache and _cache_key(cache, meta["files"][g], device, threads, precision,
                                                       openvino_config))
                        for g in (TEXT_GRAPH, SEG_GRAPH)]
-        from transformers import BertTokenizerFast
-        try:
-            tok = BertTokenizerFast.from_pretrained(str(folder))
-        except Exception as e:  # noqa: BLE001
-            raise EngineError(f"the tokenizer files in {folder} cannot be read ({e}); re-export the engine") from e
+        tok = CommandTokenizer(folder, int(meta["tokenizer"]["max_tokens"]))
         return cls(folder, meta, backend, runners[0], runners[1], tok, precision, why)
 
     def run_self_check(self) -> dict:
@@ -264,9 +261,7 @@ class Engine:
 
     def _encode(self, text: str) -> dict:
         """The command's word features and mask, as the segmenter takes them: {input name: array}."""
-        enc = self.tokenizer([text], padding="max_length", truncation=True, max_length=self.max_tokens,
-                             return_tensors="np")
-        return self.text_feeds(enc["input_ids"], enc["attention_mask"])
+        return self.text_feeds(*self.tokenizer.encode(text))
 
     @property
     def runtime(self) -> str:

@@ -13,7 +13,9 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
         (f"share/{package_name}/config", glob("config/*.yaml") + [f"{package_name}/fastdds_large_messages.xml"]),
-        (f"share/{package_name}/launch", glob("launch/*.launch.py")),
+        # launch/ links to the repository's top-level launch/ folder: one copy of each launch file
+        (f"share/{package_name}/launch", glob("launch/*.launch.xml")),
+        (f"share/{package_name}", ["rosdep.yaml"]),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -27,22 +27,30 @@ def _bootstrap_ros_wheels():
 
 def main(argv=None):
     _bootstrap_ros_wheels()
+    import signal
+
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     from ptq4ris_core.tuning import tune_for_frames
 
     from .transport import use_large_message_profile
     tune_for_frames()  # a frame's arrays reuse the last frame's memory; OpenCV leaves the cores to the runtime
     profile = use_large_message_profile()  # the overlay (rgb8) is as large as a camera frame
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    # rclpy's own handler would shut the context down at SIGINT while the worker is still publishing
+    # (a false "publisher's context is invalid"); ours stops the worker first, then shuts down.
+    rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     node = RISNode()
     if profile:
         node.get_logger().info(f"Fast DDS profile for camera-sized messages: {profile} (load it in the camera driver too)")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
+        while rclpy.ok():  # short waits, so that our signal handler runs within a quarter second
+            executor.spin_once(timeout_sec=0.25)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -50,6 +58,10 @@ def main(argv=None):
         node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _make_node_class():
@@ -127,7 +139,11 @@ def _make_node_class():
                                           threads=params.threads)
             except Exception as e:  # noqa: BLE001 - every load problem becomes one clear log line
                 self.get_logger().error(f"cannot load engine '{params.engine_path}': {e}")
+                self.get_logger().error("not configured: set engine_path to an engine folder made by 'ptq4ris export' "
+                                        "(params file or -p engine_path:=...) and configure again "
+                                        "(lifecycle transition 'configure', or restart the node)")
                 return TransitionCallbackReturn.FAILURE
+            self.engine.text_features.warn = lambda text: self._warn_limited(text)  # the node's log, rate-limited
             self.params = params
             self._diag_timer = self.create_timer(params.diagnostics_period_s, self._diagnostics)
             self.get_logger().info(f"engine loaded: {self.engine.describe()}; {self.engine.status()}; "
@@ -207,8 +223,9 @@ def _make_node_class():
                 changed = self._command is None or self._command[0] != text
                 self._command = (text, time.monotonic())
             self._said.discard("expired")
-            if changed:
-                self.get_logger().info(f"command: {text[:120]!r}")
+            if changed:  # a speech recogniser may churn: at most one line a second (the count is in diagnostics)
+                self.stats.count("commands")
+                self.get_logger().info(f"command: {text[:120]!r}", throttle_duration_sec=1.0)
 
         def _on_image(self, msg):
             arrival = time.monotonic()
@@ -276,7 +293,7 @@ def _make_node_class():
             self.mask_pub.publish(fill_image(Image(), msg.header, mask, "mono8"))
             latency_ms = (time.monotonic() - arrival) * 1000  # arrival to the mask's publication; the rest can follow
             if p.publish_overlay:
-                from ptq4ris_core.segment import overlay
+                from ptq4ris_core.frames import overlay
                 self.overlay_pub.publish(fill_image(Image(), msg.header, overlay(as_rgb(pixels, order), mask), "rgb8"))
             roi = RegionOfInterest()
             roi.x_offset, roi.y_offset, roi.width, roi.height = (int(v) for v in cv2.boundingRect(mask))  # 0s if empty
