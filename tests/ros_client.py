@@ -136,6 +136,37 @@ def scenario_flood(p, args):
     return {"sent": sent, "masks": len(p.masks)}
 
 
+def scenario_commands(p, args):
+    """Commands from two topics (typed and a speech recogniser's JSON with confidence); a wrong-typed topic."""
+    voice = p.n.create_publisher(String, "voice/command", COMMAND_QOS)
+    wrong = p.n.create_publisher(Image, "ui/command", IMAGE_QOS)  # a command topic that carries images
+    p.wait_for_node(args.get("wait", 60))
+    frame = p.image(scenes(1, 160, 120)[0].image)
+    said = []
+
+    def command_in_force():
+        before = len(p.results)
+        p.send(p.image(scenes(1, 160, 120)[0].image))
+        p.wait_for(lambda: len(p.results) > before, 20)
+        said.append(p.results[-1]["command"] if len(p.results) > before else None)
+
+    p.command_pub.publish(String(data="the red circle"))
+    p.spin(0.5)
+    command_in_force()
+    voice.publish(String(data=json.dumps({"text": "the blue star", "confidence": 0.9})))
+    p.spin(0.5)
+    command_in_force()
+    voice.publish(String(data=json.dumps({"text": "the green square", "confidence": 0.2})))  # too unsure
+    p.spin(0.5)
+    command_in_force()
+    p.command_pub.publish(String(data="the yellow ring"))  # the typed topic again: latest wins
+    p.spin(0.5)
+    command_in_force()
+    wrong.publish(frame)
+    p.spin(float(args.get("diagnostics_wait", 3.0)))
+    return {"in_force": said, "diagnostics": p.diagnostics}
+
+
 def scenario_bad_inputs(p, args):
     """Every bad input, spaced so none is overwritten in the queue; then a good frame must still be answered."""
     out = {"node_seen": p.wait_for_node(args.get("wait", 60))}

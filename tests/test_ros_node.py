@@ -104,6 +104,17 @@ def test_the_node_serves_on_the_runtime_install_without_torch(node_factory, engi
     assert np.mean(ious) > 0.5, ious
 
 
+def test_commands_from_several_topics_latest_wins_unsure_ignored_wrong_type_named(node_factory, engine):
+    node = node_factory({"engine_path": engine, "command_topics": ["command", "voice/command", "ui/command"],
+                         "min_command_confidence": 0.5, "diagnostics_period_s": 1.0})
+    res = node.peer("commands")
+    log = node.stop()
+    assert res["in_force"] == ["the red circle", "the blue star", "the blue star", "the yellow ring"], (res, log)
+    assert res["diagnostics"]["commands_unsure"] == "1" and int(res["diagnostics"]["commands"]) == 3
+    assert "ui/command carries sensor_msgs/msg/Image" in log, log[-3000:]
+    assert "confidence 0.20 < min_command_confidence=0.5" in log
+
+
 def test_sigint_while_frames_flow_stops_cleanly(node_factory, engine):
     """The worker stops before the context goes: no false 'frame failed ... context is invalid' at Ctrl-C."""
     node = node_factory({"engine_path": engine})

@@ -60,6 +60,20 @@ def main(argv=None):
             rclpy.try_shutdown()
 
 
+def command_payload(data: str) -> tuple[str, float | None]:
+    """A command message's text and, when its source gives one, its confidence. Plain text is a command;
+    a JSON object ``{"text": ..., "confidence": 0.87}`` is how a speech recogniser says how sure it is."""
+    if data.lstrip().startswith("{"):
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            return data, None
+        if isinstance(obj, dict) and isinstance(obj.get("text"), str):
+            conf = obj.get("confidence")
+            return obj["text"], float(conf) if isinstance(conf, (int, float)) and not isinstance(conf, bool) else None
+    return data, None
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -160,12 +174,13 @@ def _make_node_class():
             command_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
                                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
             itype, topic = (CompressedImage, "image/compressed") if p.image_transport == "compressed" else (Image, "image")
-            self._subs = [self.create_subscription(itype, topic, self._on_image, image_qos),
-                          self.create_subscription(String, "command", self._on_command, command_qos)]
+            self._subs = [self.create_subscription(itype, topic, self._on_image, image_qos)]
+            self._subs += [self.create_subscription(String, t, self._on_command, command_qos) for t in p.command_topics]
             self._running = True
             self._worker = threading.Thread(target=self._work, name="ptq4ris-engine", daemon=True)
             self._worker.start()
-            self.get_logger().info(f"active: {topic} ({p.image_reliability}, depth {p.image_depth}) + command → mask")
+            self.get_logger().info(f"active: {topic} ({p.image_reliability}, depth {p.image_depth}) + "
+                                   f"{', '.join(p.command_topics)} → mask")
             return super().on_activate(state)
 
         def on_deactivate(self, state):
@@ -208,8 +223,15 @@ def _make_node_class():
             return response
 
         def _on_command(self, msg):
-            text = "".join(ch for ch in msg.data if ch.isprintable() or ch.isspace())
-            if text != msg.data:
+            data, confidence = command_payload(msg.data)
+            floor = self.params.min_command_confidence if self.params else 0.0
+            if confidence is not None and confidence < floor:
+                self.stats.count("commands_unsure")
+                self._warn_limited(f"command with confidence {confidence:.2f} < min_command_confidence={floor} "
+                                   "ignored; the previous command stays in force")
+                return
+            text = "".join(ch for ch in data if ch.isprintable() or ch.isspace())
+            if text != data:
                 self._warn_limited("command had non-printable characters; they were removed")
             text = " ".join(text.split())
             if not text:
@@ -306,7 +328,19 @@ def _make_node_class():
             self.stats.done(latency_ms, engine_ms)
 
         # --- diagnostics --------------------------------------------------------------------
+        def _check_command_types(self):
+            """A command topic that carries another type never matches our String subscription: say so."""
+            types = dict(self.get_topic_names_and_types())
+            for topic in self.params.command_topics if self.params else ():
+                full = self.resolve_topic_name(topic)
+                other = [t for t in types.get(full, []) if t != "std_msgs/msg/String"]
+                if other:
+                    self._once(f"type:{full}", f"command topic {full} carries {', '.join(other)}, not "
+                               "std_msgs/msg/String: its messages cannot reach the node; publish the recognised "
+                               "text as std_msgs/String (README, 'Voice commands')", "error")
+
         def _diagnostics(self):
+            self._check_command_types()
             s = self.stats.snapshot()
             ident = self.engine.describe() if self.engine else "no engine"
             fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731

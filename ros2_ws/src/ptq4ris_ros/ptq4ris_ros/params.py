@@ -19,6 +19,9 @@ class NodeParams:
     max_rate_hz: float = 0.0  # 0: as fast as frames and the engine allow
     command_timeout_s: float = 0.0  # 0: a command never expires
     max_command_chars: int = 1000
+    # More command sources (a speech recogniser's transcript, a UI): the latest command from any wins.
+    command_topics: tuple = ("command",)
+    min_command_confidence: float = 0.0  # commands whose source says it is less sure than this are ignored
     max_image_pixels: int = 40_000_000
     diagnostics_period_s: float = 5.0
     autostart: bool = True  # configure and activate at start (no lifecycle manager needed)
@@ -63,6 +66,9 @@ def validate(values: dict) -> tuple[NodeParams, list[str]]:
         (p.max_rate_hz < 0, f"max_rate_hz must be >= 0, got {p.max_rate_hz}"),
         (p.command_timeout_s < 0, f"command_timeout_s must be >= 0, got {p.command_timeout_s}"),
         (p.max_command_chars < 1, f"max_command_chars must be at least 1, got {p.max_command_chars}"),
+        (not p.command_topics, "command_topics is empty; list at least one topic, e.g. [command]"),
+        (not 0.0 <= p.min_command_confidence <= 1.0,
+         f"min_command_confidence must be in [0, 1], got {p.min_command_confidence}"),
         (p.max_image_pixels < 1, f"max_image_pixels must be at least 1, got {p.max_image_pixels}"),
         (p.diagnostics_period_s <= 0, f"diagnostics_period_s must be > 0, got {p.diagnostics_period_s}"),
     ]

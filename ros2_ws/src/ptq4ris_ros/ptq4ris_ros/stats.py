@@ -10,7 +10,7 @@ import numpy as np
 class FrameStats:
     def __init__(self, window: int = 500):
         self._lock = threading.Lock()
-        self.received = self.processed = self.dropped = self.rejected = self.skipped = self.commands = 0
+        self.received = self.processed = self.dropped = self.rejected = self.skipped = self.commands = self.commands_unsure = 0
         self._latency = deque(maxlen=window)  # arrival → publication, ms
         self._engine = deque(maxlen=window)  # segment() alone, ms
 
@@ -28,7 +28,7 @@ class FrameStats:
         with self._lock:
             lat, eng = np.array(self._latency or [np.nan]), np.array(self._engine or [np.nan])
             return {"received": self.received, "processed": self.processed, "dropped": self.dropped,
-                    "rejected": self.rejected, "skipped": self.skipped, "commands": self.commands,
+                    "rejected": self.rejected, "skipped": self.skipped, "commands": self.commands, "commands_unsure": self.commands_unsure,
                     "latency_p50_ms": float(np.nanpercentile(lat, 50)) if self._latency else None,
                     "latency_p90_ms": float(np.nanpercentile(lat, 90)) if self._latency else None,
                     "latency_p99_ms": float(np.nanpercentile(lat, 99)) if self._latency else None,
