@@ -18,7 +18,7 @@ demo: $(STAMP)
 
 ## make test: the whole test suite
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests ros2_ws/src/ptq4ris_ros/test
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,3 +1,4 @@
+"""Fixtures shared by the repository's tests (tests/) and the ROS package's own (ros2_ws/src/ptq4ris_ros/test/)."""
 import os
 
 # Everything loads offline; a test that tried the network would hang or fail here.

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 HERE = Path(__file__).parent
+RUNTIME_ONLY = HERE.parents[3] / "tests" / "runtime_only"  # the repository's runtime-only interpreter setup
 VENV_BIN = Path(sys.executable).parent
 NODE = VENV_BIN / "ptq4ris_node"
 pytestmark = pytest.mark.skipif(not NODE.exists(), reason="ptq4ris_node is not installed (make installs it)")
@@ -35,7 +36,7 @@ class Node:
         self.env = ros_env(self.domain)
         node_env = dict(self.env)
         if runtime_only:  # the node as on a robot's runtime install: torch and the full install's packages absent
-            node_env["PYTHONPATH"] = os.pathsep.join([str(HERE / "runtime_only")] + (
+            node_env["PYTHONPATH"] = os.pathsep.join([str(RUNTIME_ONLY)] + (
                 [node_env["PYTHONPATH"]] if node_env.get("PYTHONPATH") else []))
         pfile = tmp_path / f"params_{self.domain}.yaml"
         pfile.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}), encoding="utf-8")
