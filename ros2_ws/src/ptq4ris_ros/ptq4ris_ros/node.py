@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 
 def _bootstrap_ros_wheels():
@@ -40,7 +41,16 @@ def main(argv=None):
     profile = use_large_message_profile()  # the overlay (rgb8) is as large as a camera frame
     # rclpy's own handler would shut the context down at SIGINT while the worker is still publishing
     # (a false "publisher's context is invalid"); ours stops the worker first, then shuts down.
-    rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    args = argv if argv is not None else sys.argv
+    problem = params_file_problem(args)
+    if problem:
+        print(f"ptq4ris_node: error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as e:  # noqa: BLE001 - rcl's argument and parameter errors: one line, no traceback
+        print(f"ptq4ris_node: error: ROS could not start with these arguments: {e}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     node = RISNode()
@@ -58,6 +68,25 @@ def main(argv=None):
         node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
+
+
+def params_file_problem(argv) -> str | None:
+    """What is wrong with a ``--params-file`` on the command line (missing, unreadable, not YAML), if anything."""
+    for flag, value in zip(argv, argv[1:]):
+        if flag != "--params-file":
+            continue
+        path = Path(value)
+        if not path.is_file():
+            return (f"params file {path} not found; give the node's params file (the package installs one in "
+                    "share/ptq4ris_ros/config/params.yaml)")
+        try:
+            import yaml
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            return f"params file {path} cannot be read as YAML ({e})"
+        if not isinstance(data, dict):
+            return f"params file {path} holds no parameters (expected '/**: ros__parameters: ...')"
+    return None
 
 
 def command_payload(data: str) -> tuple[str, float | None]:

@@ -56,8 +56,9 @@ def test_the_build_installs_executables_params_launch_files_and_rosdep_keys(inst
     deps = [e.text for e in ET.parse(share / "package.xml").getroot().iter("exec_depend")]
     ours = yaml.safe_load((share / "rosdep.yaml").read_text(encoding="utf-8"))
     python_deps = [d for d in deps if d.startswith("python3-")]
+    standard = ("python3-numpy", "python3-opencv", "python3-yaml", "python3-pytest")  # rosdistro's own keys
     assert {"python3-numpy", "python3-opencv"} <= set(python_deps)
-    assert all(d in ours or d in ("python3-numpy", "python3-opencv") for d in python_deps), python_deps
+    assert all(d in ours or d in standard for d in python_deps), python_deps
     assert {"python3-onnxruntime-pip", "python3-tokenizers-pip"} <= set(ours)
 
 
@@ -168,3 +169,15 @@ def test_a_launch_argument_naming_a_missing_engine_is_refused_by_the_node(instal
         proc.wait(20)
     text = log.read_text(encoding="utf-8")
     assert "no_such_engine" in text and "set engine_path" in text, text
+
+
+@pytest.mark.parametrize("content", [None, "a: [", "just text"])
+def test_a_missing_or_broken_params_file_is_one_clear_error(install, tmp_path, content):
+    path = tmp_path / "params.yaml"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    r = subprocess.run([str(install / "lib" / "ptq4ris_ros" / "ptq4ris_node"), "--ros-args", "--params-file", str(path)],
+                       env=installed_env(install, 150 + (os.getpid() + 11) % 50), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "ptq4ris_node: error: params file" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
