@@ -30,8 +30,22 @@ METRICS = {"mse": mse, "cosine": cosine, "hessian": hessian}
 
 def get_metric(name: str):
     if name.startswith("mse"):
-        p = float(name[4:]) if len(name) > 4 else 2.0  # "mse2.4" → p = 2.4
+        p = _mse_power(name)
         return lambda O, Oq, g=None, dim=None: mse(O, Oq, g, p, dim)
     if name not in METRICS:
         raise ValueError(f"unknown search metric {name!r}; choose mse, mse2.4, cosine or hessian")
     return METRICS[name]
+
+
+def _mse_power(name: str) -> float:
+    """The p of "mse<p>": "mse" is p = 2, "mse2.4" is p = 2.4 (PD-Quant/QDrop's choice)."""
+    text = name[len("mse"):]
+    if not text:
+        return 2.0
+    try:
+        p = float(text)
+    except ValueError:
+        raise ValueError(f"unknown search metric {name!r}; an L_p error is written mse<p>, e.g. mse2.4") from None
+    if not p > 0:
+        raise ValueError(f"search metric {name!r}: the power p must be positive")
+    return p
