@@ -4,7 +4,7 @@ import copy
 import torch
 from torch import nn
 
-from ptq4ris_core.calib.search import channel_group_params
+from ptq4ris_core.quant.rorq import channel_group_params
 from ptq4ris_core.calib.transforms import fold_batchnorm, fold_input_affine_into_layernorm
 from ptq4ris_core.methods.base import per_channel_params, reparameterize_channels
 from ptq4ris_core.nn import QuantLinear

@@ -171,7 +171,8 @@ def test_channel_group_split_quantizer_matches_per_group_formula_and_search_keep
     assert float(s0) * 20 < float(Fq.minmax_params(x.min(), x.max(), 4, False)[0])
     err0 = float(((q(x) - x) ** 2).mean())
     groups = q.groups.clone()
-    search_one(q, x, lambda: ((q(x) - x) ** 2).mean(), "grid")
+    q.strategy = "grid"
+    search_one(q, x, lambda: ((q(x) - x) ** 2).mean())
     assert torch.equal(q.groups, groups) and float(((q(x) - x) ** 2).mean()) <= err0 + 1e-9
     q2 = ChannelGroupQuantizer(4, axis=1)
     q2.load_state_dict(q.state_dict())
@@ -188,3 +189,46 @@ def test_quantizer_state_survives_save_and_load():
     e2 = ElementGroupQuantizer(6)
     e2.load_state_dict(e.state_dict())
     assert torch.equal(e(x), e2(x))
+
+
+def test_a_strategy_the_type_cannot_run_is_refused_by_name():
+    from ptq4ris_core.quant.quantizers import ChannelGroupQuantizer, ElementGroupQuantizer
+    with pytest.raises(ValueError, match="choose one of rule"):
+        ElementGroupQuantizer(4, strategy="grid")
+    with pytest.raises(ValueError, match="quantile"):
+        ChannelGroupQuantizer(4, strategy="quantile")
+    assert UniformQuantizer(8).strategy == "minmax" and ElementGroupQuantizer(8).strategy == "rule"
+
+
+def test_agq_search_finds_the_best_of_the_three_bases_on_the_attention_output():
+    """AGQ (PTQ4SAM): τ ∈ {1, 2, 4} and the scale searched on Â·V against A·V; its error equals the best
+    of three log quantizers each searched with one fixed base."""
+    from ptq4ris_core.calib.search import init_from_stats, search_one
+    from ptq4ris_core.quant.logq import AGQ_TAUS
+    g = torch.Generator().manual_seed(0)
+    A = torch.softmax(torch.randn(8, 64, 64, generator=g) * 3, dim=-1)
+    V = torch.randn(8, 64, 16, generator=g)
+
+    def searched(q):
+        init_from_stats(q, A)
+        err = lambda: ((q(A) @ V - A @ V) ** 2).mean()  # noqa: E731
+        search_one(q, A, err)
+        return float(err())
+
+    errors = {t: searched(LogQuantizer(4, tau=t, strategy="grid")) for t in AGQ_TAUS}
+    agq = LogQuantizer(4, tau=1.0, taus=AGQ_TAUS, strategy="grid")
+    assert searched(agq) == pytest.approx(min(errors.values()))
+    assert float(agq.tau) == min(errors, key=errors.get)
+    assert len(set(round(e, 12) for e in errors.values())) == 3  # the bases really differ here
+
+
+def test_ptq4ris_agq_option_puts_agq_on_post_softmax():
+    from types import SimpleNamespace
+
+    from ptq4ris_core.methods import get_method
+    from ptq4ris_core.quant.logq import AGQ_TAUS
+    info = SimpleNamespace(domain="vision", kind="matmul", role="post_softmax", name="v.attn.av")
+    bits = SimpleNamespace(w_bits=4, a_bits=4)
+    q = get_method("ptq4ris", agq=True).quantizers_for(info, bits)["a_quantizer"]
+    assert isinstance(q, LogQuantizer) and q.taus == AGQ_TAUS and q.strategy == "grid"
+    assert not isinstance(get_method("ptq4ris").quantizers_for(info, bits)["a_quantizer"], LogQuantizer)

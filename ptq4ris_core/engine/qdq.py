@@ -37,105 +37,36 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import QuantConv2d, QuantLinear, QuantMatMul
-from ..quant.functional import GELU_MIN, qrange
-from ..quant.quantizers import ChannelGroupQuantizer, DualRegionGeluQuantizer, ElementGroupQuantizer, UniformQuantizer
+from ..quant.uniform import UniformQuantizer, is_per_tensor_activation, uniform_over
 
 OUTPUT_BITS = 8  # conv outputs (QLinearConv)
 
 
 def deployable_input(q) -> bool:
-    return isinstance(q, UniformQuantizer) and q.axis is None and not q.symmetric and q.active
+    return is_per_tensor_activation(q)
 
 
 def deployable_weight(q) -> bool:
     return isinstance(q, UniformQuantizer) and q.axis == 0 and q.symmetric and q.active
 
 
-def _uniform_over(lo: float, hi: float, bits: int, symmetric: bool = False) -> UniformQuantizer:
-    lo, hi = min(lo, 0.0), max(hi, 0.0)  # zero must be exact (padding, ReLU)
-    if symmetric:  # TensorRT's int8: zero point 0, codes ±(2^(b-1) - 1)
-        qmax = 2 ** (bits - 1) - 1
-        scale = max(-lo, hi, 1e-8) / qmax
-        return UniformQuantizer(bits, symmetric=True).set_params(torch.tensor(scale), torch.tensor(0.0))
-    qmax = 2 ** bits - 1
-    scale = max(hi - lo, 1e-8) / qmax
-    zp = min(max(round(-lo / scale), 0), qmax)
-    return UniformQuantizer(bits).set_params(torch.tensor(scale), torch.tensor(float(zp)))
+def input_parts(q, symmetric: bool = False, exact: bool = False) -> tuple[list[dict] | None, str]:
+    """How the graph quantizes a layer's input: parts whose dequantized values add up to it, and what
+    that is (the quantizer type's handler decides). ``exact``: DRQ-GELU and RORQ's groups as several
+    parts (their exact integer form); otherwise one uniform stand-in each (or None: float)."""
+    if q is None or not q.active:
+        return None, "float"
+    return q.handler.integer_parts(q, symmetric, exact)
 
 
 def uniform_stand_in(q, symmetric: bool = False) -> tuple[UniformQuantizer | None, str]:
-    """The uniform per-tensor quantizer the graph runs for input quantizer ``q``, and what it is.
+    """The one uniform per-tensor quantizer the graph runs for input quantizer ``q``, and what it is.
     ``symmetric``: zero point 0 everywhere (TensorRT), over the same range."""
-    if not (q is not None and q.active):
-        return None, "float"
-    if deployable_input(q):
-        if symmetric:
-            a = _activation(q)
-            return _uniform_over(float(a["lo"]), float(a["hi"]), q.bits, True), "symmetric stand-in over the same range"
-        return q, "exact"
-    if isinstance(q, DualRegionGeluQuantizer):
-        hi = (2 ** (q.bits - 1) - 1) * float(q.delta_pos)
-        return _uniform_over(GELU_MIN, hi, q.bits, symmetric), "uniform stand-in for DRQ-GELU over its range"
-    if isinstance(q, (ElementGroupQuantizer, ChannelGroupQuantizer)):
-        qmin, qmax = qrange(q.bits, False)
-        scales, zps = (q.scales, q.zero_points) if isinstance(q, ElementGroupQuantizer) else (q.scale, q.zero_point)
-        lo = float(((qmin - zps) * scales).min())
-        hi = float(((qmax - zps) * scales).max())
-        return _uniform_over(lo, hi, q.bits, symmetric), f"uniform stand-in for {q.kind} groups over their range"
-    return None, f"{q.kind} input quantizer has no integer form here: runs float"
+    parts, how = input_parts(q, symmetric, exact=False)
+    return (None if parts is None else parts[0]["q"]), how
 
 
 EXACT_MODES = ("auto", "always", "never")
-
-
-def _grid(bits: int, scale: float, zero_point: float, symmetric: bool = False) -> UniformQuantizer:
-    return UniformQuantizer(bits, symmetric).set_params(torch.tensor(float(scale)), torch.tensor(float(zero_point)))
-
-
-def _symmetric_grid(bits: int, scale: float, zero_point: float) -> UniformQuantizer:
-    """Zero point 0 (TensorRT) over the range of an asymmetric grid."""
-    qmax = 2 ** bits - 1
-    return _uniform_over((0 - zero_point) * scale, (qmax - zero_point) * scale, bits, True)
-
-
-def _part(q: UniformQuantizer, select=None, lo: float | None = None, hi: float | None = None) -> dict:
-    """One part of a layer's input: ``select`` (None: the whole input; ("band", t_lo, t_hi): the elements
-    with t_lo < |x| ≤ t_hi, the rest zero; ("channels", index): a slice of input channels), quantized
-    by the uniform grid ``q`` and clipped to [lo, hi] when given."""
-    return {"select": select, "q": q, "lo": lo, "hi": hi}
-
-
-def input_parts(q, symmetric: bool = False, exact: bool = False) -> tuple[list[dict] | None, str]:
-    """How the graph quantizes a layer's input: parts whose dequantized values add up to it, and what
-    that is. ``exact``: DRQ-GELU and RORQ's groups as several parts (their exact integer form);
-    otherwise, as for every quantizer that has no such form, one uniform stand-in (or None: float)."""
-    if exact and q is not None and q.active:
-        if isinstance(q, DualRegionGeluQuantizer):  # x̂ = Q_neg(min(x, 0)) + Q_pos(max(x, 0))
-            half = 2 ** (q.bits - 1)
-            d_neg, d_pos = -GELU_MIN / (half - 1), float(q.delta_pos)
-            neg = _grid(q.bits, d_neg, 0 if symmetric else half - 1, symmetric)
-            pos = _grid(q.bits, d_pos, 0, symmetric)
-            return [_part(neg, lo=-(half - 1) * d_neg, hi=0.0), _part(pos, lo=0.0, hi=(half - 1) * d_pos)], \
-                "exact: DRQ-GELU as two integer GEMMs (negative and positive region)"
-        if isinstance(q, ElementGroupQuantizer):
-            th = q.thresholds.float()
-            bounds = [None] + list(th[:-1])  # the last band is open above: bucketize's clamp
-            parts = [_part(_grid(q.bits, s, z) if not symmetric else _symmetric_grid(q.bits, s, z),
-                           ("band", bounds[g], th[g] if g < len(th) - 1 else None))
-                     for g, (s, z) in enumerate(zip(q.scales.tolist(), q.zero_points.tolist()))]
-            return parts, f"{'exact' if not symmetric else 'symmetric per band'}: {q.kind} groups as " \
-                          f"{len(parts)} integer GEMMs on magnitude bands"
-        if isinstance(q, ChannelGroupQuantizer):
-            parts, groups = [], q.groups.unique().tolist()
-            for g in groups:
-                idx = torch.nonzero(q.groups == g).flatten()
-                s, z = float(q.scale[idx[0]]), float(q.zero_point[idx[0]])
-                parts.append(_part(_grid(q.bits, s, z) if not symmetric else _symmetric_grid(q.bits, s, z),
-                                   ("channels", idx) if len(groups) > 1 else None))
-            return parts, f"{'exact' if not symmetric else 'symmetric per group'}: {q.kind} groups as " \
-                          f"{len(parts)} integer GEMMs on channel slices (split GEMM)"
-    u, how = uniform_stand_in(q, symmetric)
-    return (None if u is None else [_part(u)]), how
 
 
 def _select(x: torch.Tensor, select, axis: int) -> torch.Tensor:
@@ -408,7 +339,7 @@ def deploy_mode(model, batches=None, symmetric: bool = False, exact: str = "auto
         for mod in patched:
             if isinstance(mod, QuantConv2d):
                 for d in mod._deploy:  # one output quantizer per part: each part is its own QLinearConv
-                    u = _activation(_uniform_over(d.pop("lo_seen"), d.pop("hi_seen"), OUTPUT_BITS, symmetric))
+                    u = _activation(uniform_over(d.pop("lo_seen"), d.pop("hi_seen"), OUTPUT_BITS, symmetric))
                     d.update(os=u["s"], oz=u["z"])
     try:
         yield how

@@ -26,13 +26,8 @@ def get_method(name: str, **options) -> "Method":
     return REGISTRY[name](**options)
 
 
-def with_strategy(q, strategy: str):
-    q.strategy = strategy
-    return q
-
-
 def uniform(bits: int, strategy: str, symmetric: bool = False, axis: int | None = None):
-    return with_strategy(UniformQuantizer(bits, symmetric, axis), strategy)
+    return UniformQuantizer(bits, symmetric, axis, strategy=strategy)
 
 
 def weight_q(bits: int, strategy: str):

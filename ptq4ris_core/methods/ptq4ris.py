@@ -12,14 +12,19 @@ scale per group, the GEMM split by group when deployed) on the fusion's and deco
 Linear/Conv inputs, which concatenate or multiply features of very different ranges; ``split_groups=all``:
 on the vision encoder's Linear inputs too, except those DRQ quantizes (post-LN channels vary in range);
 ``bias_correction``: each quantized layer's mean output error per channel goes into its bias (image
-layers only: token sequences are mostly padding).
+layers only: token sequences are mostly padding); ``agq``: PTQ4SAM's adaptive-granularity quantization on
+every post-Softmax (vision, fusion, text): a log quantizer of base 2^(-1/τ) whose τ ∈ {1, 2, 4} and scale
+are searched per attention on the error of Â·V against A·V (the attention matmul's own output). The
+engine runs the attention core float, so AGQ changes the simulation only.
 """
 from dataclasses import dataclass
 
-from ..calib.search import channel_group_params, correct_bias
+from ..calib.search import correct_bias
 from ..quant.quantizers import (ChannelGroupQuantizer, DualRegionGeluQuantizer, DualRegionSoftmaxQuantizer,
                                 ElementGroupQuantizer)
-from .base import Method, register, reparameterize_channels, uniform, weight_q, with_strategy
+from ..quant.logq import AGQ_TAUS, LogQuantizer
+from ..quant.rorq import channel_group_params
+from .base import Method, register, reparameterize_channels, uniform, weight_q
 
 RORQ_VARIANTS = (None, "element", "channel")
 DRQ_VARIANTS = (True, False, "softmax", "gelu")
@@ -37,6 +42,7 @@ class PTQ4RIS(Method):
     rorq_words: bool = False
     split_groups: bool | str = False
     bias_correction: bool = False
+    agq: bool = False
     name = "ptq4ris"
     metric = "hessian"
     rounds = 3
@@ -54,24 +60,29 @@ class PTQ4RIS(Method):
     def options(self):
         return {"drq": self.drq, "rorq": self.rorq, "text_metric": self.text_metric,
                 "fusion_attention": self.fusion_attention, "rorq_words": self.rorq_words,
-                "split_groups": self.split_groups, "bias_correction": self.bias_correction}
+                "split_groups": self.split_groups, "bias_correction": self.bias_correction, "agq": self.agq}
 
     def quantizers_for(self, info, s):
+        out = self._quantizers_for(info, s)
+        if self.agq and info.role == "post_softmax" and s.a_bits is not None:
+            out["a_quantizer"] = LogQuantizer(s.a_bits, tau=1.0, taus=AGQ_TAUS, strategy="grid")
+        return out
+
+    def _quantizers_for(self, info, s):
         if info.domain == "text" or self._reads_words(info):
             return self._text(info, s)
         out = self.plain(info, s, act="grid", wt="grid")
         if self._split(info) and s.a_bits is not None:
-            out["input_quantizer"] = with_strategy(ChannelGroupQuantizer(s.a_bits, 1 if info.kind == "conv" else -1),
-                                                   "grid")
+            out["input_quantizer"] = ChannelGroupQuantizer(s.a_bits, 1 if info.kind == "conv" else -1, strategy="grid")
         attention = info.kind == "matmul" and info.domain == "fusion" and self.fusion_attention
         if s.a_bits is None or not (info.domain == "vision" or attention):
             return out  # fusion and decoder: plain uniform (quantization-friendly)
         if info.kind == "matmul" and info.role == "qk":  # both operands of Q·Kᵀ per head
             out = {"a_quantizer": uniform(s.a_bits, "grid", axis=1), "b_quantizer": uniform(s.a_bits, "grid", axis=1)}
         if self.drq in (True, "softmax") and info.role == "post_softmax":
-            out["a_quantizer"] = with_strategy(DualRegionSoftmaxQuantizer(s.a_bits), "grid")
+            out["a_quantizer"] = DualRegionSoftmaxQuantizer(s.a_bits, strategy="grid")
         elif self.drq in (True, "gelu") and info.role == "post_gelu" and info.kind == "linear":
-            out["input_quantizer"] = with_strategy(DualRegionGeluQuantizer(s.a_bits), "grid")
+            out["input_quantizer"] = DualRegionGeluQuantizer(s.a_bits, strategy="grid")
         return out
 
     def _split(self, info):
@@ -101,7 +112,7 @@ class PTQ4RIS(Method):
             out["weight_quantizer"] = weight_q(s.w_bits, "grid")
         if s.a_bits is not None:
             if self.rorq == "element":
-                out["input_quantizer"] = with_strategy(ElementGroupQuantizer(s.a_bits), "rule")
+                out["input_quantizer"] = ElementGroupQuantizer(s.a_bits, strategy="rule")
             elif self.rorq == "channel":
                 out["input_quantizer"] = uniform(s.a_bits, "fixed")
             else:

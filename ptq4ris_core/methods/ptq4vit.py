@@ -3,7 +3,7 @@
 Single-modality PTQ: the text encoder gets the same treatment as the vision encoder.
 """
 from ..quant.quantizers import DualRegionGeluQuantizer, DualRegionSoftmaxQuantizer
-from .base import Method, register, with_strategy
+from .base import Method, register
 
 
 @register
@@ -17,7 +17,7 @@ class PTQ4ViT(Method):
         if s.a_bits is None:
             return out
         if info.role == "post_softmax":
-            out["a_quantizer"] = with_strategy(DualRegionSoftmaxQuantizer(s.a_bits), "grid")
+            out["a_quantizer"] = DualRegionSoftmaxQuantizer(s.a_bits, strategy="grid")
         elif info.role == "post_gelu" and info.kind == "linear":
-            out["input_quantizer"] = with_strategy(DualRegionGeluQuantizer(s.a_bits), "grid")
+            out["input_quantizer"] = DualRegionGeluQuantizer(s.a_bits, strategy="grid")
         return out

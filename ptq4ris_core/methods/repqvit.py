@@ -2,7 +2,7 @@
 log√2 quantization of post-Softmax values, L2-scored search elsewhere.
 """
 from ..quant.quantizers import LogQuantizer
-from .base import Method, per_channel_params, register, reparameterize_channels, uniform, with_strategy
+from .base import Method, per_channel_params, register, reparameterize_channels, uniform
 
 
 @register
@@ -16,7 +16,7 @@ class RepQViT(Method):
         if s.a_bits is None:
             return out
         if info.role == "post_softmax":
-            out["a_quantizer"] = with_strategy(LogQuantizer(s.a_bits, tau=2.0), "grid")
+            out["a_quantizer"] = LogQuantizer(s.a_bits, tau=2.0, strategy="grid")
         elif info.role == "post_ln" and info.kind == "linear":
             out["input_quantizer"] = uniform(s.a_bits, "fixed")
         return out
