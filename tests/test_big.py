@@ -72,3 +72,11 @@ def test_integrate_reports_every_attention_and_keeps_the_output():
     assert torch.allclose(before, after, atol=1e-4, rtol=1e-4)
     keys = capture_keys(model, key_projections(model), lambda: model(*batch))
     assert all(v.shape[1] == report[n]["channels"] for n, v in keys.items())
+
+
+def test_a_model_without_attention_gives_an_empty_report_and_is_left_alone():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.GELU(), torch.nn.Linear(4, 2))
+    x = torch.randn(3, 4)
+    before = model(x)
+    assert integrate_bimodal(model, lambda: model(x)) == {}
+    assert torch.equal(model(x), before)
