@@ -80,3 +80,19 @@ def test_a_model_without_attention_gives_an_empty_report_and_is_left_alone():
     before = model(x)
     assert integrate_bimodal(model, lambda: model(x)) == {}
     assert torch.equal(model(x), before)
+
+
+def test_ptq4ris_big_option_folds_on_the_quantizable_copy_before_calibration():
+    """The method's whole-model step sees the wrapped layers, reports every attention, and leaves the
+    (not yet quantized) copy computing what the float model computes; without the option it does nothing."""
+    from ptq4ris_core.calib.calibrate import build_config, prepare_model
+    from ptq4ris_core.methods import get_method
+    fp = load_model("default").eval()
+    batch = _batch(fp)
+    for big in (True, False):
+        method = get_method("ptq4ris", big=big)
+        model, _ = prepare_model(fp, method, build_config(fp, 4, 4), batch)
+        with torch.no_grad():
+            folds = method.prepare_model(model, lambda: model(*batch))
+            assert torch.allclose(model(*batch), fp(*batch), atol=1e-4, rtol=1e-4)
+        assert (set(folds.get("big", {})) == set(key_projections(fp))) if big else folds == {}

@@ -25,10 +25,14 @@ PEAK_PROMINENCE = 0.1  # a peak must stand this share of the highest density abo
 class KeyProjection:
     """Where one attention's queries and keys come from: rows of a Linear's output channels."""
     attention: nn.Module  # the core that receives (q, k, v, ...) split into heads
-    query: nn.Linear
+    query: nn.Module  # a Linear, or its quantizable wrapper (both hold .weight and .bias)
     query_rows: slice
-    key: nn.Linear
+    key: nn.Module
     key_rows: slice
+
+
+def _linear(m) -> bool:
+    return m is not None and hasattr(m, "out_features") and getattr(m, "weight", None) is not None and m.weight.dim() == 2
 
 
 def key_projections(model: nn.Module) -> dict[str, KeyProjection]:
@@ -40,10 +44,10 @@ def key_projections(model: nn.Module) -> dict[str, KeyProjection]:
         if attn is None:
             continue
         qkv = getattr(mod, "qkv", None)
-        if isinstance(qkv, nn.Linear) and qkv.out_features % 3 == 0:
+        if _linear(qkv) and qkv.out_features % 3 == 0:
             d = qkv.out_features // 3
             found[name] = KeyProjection(attn, qkv, slice(0, d), qkv, slice(d, 2 * d))
-        elif isinstance(getattr(mod, "query", None), nn.Linear) and isinstance(getattr(mod, "key", None), nn.Linear):
+        elif _linear(getattr(mod, "query", None)) and _linear(getattr(mod, "key", None)):
             found[name] = KeyProjection(attn, mod.query, slice(None), mod.key, slice(None))
     return found
 

@@ -140,6 +140,8 @@ def calibrate(fp_model, method, w_bits: int, a_bits: int, calib: CalibrationSet 
     t0 = time.time()
     model, infos = prepare_model(fp_model, method, config, batches[0])
     run = lambda b: model(*b)  # noqa: E731
+    with torch.no_grad():
+        folds = method.prepare_model(model, lambda: [run(b) for b in batches])
     grads = hessian_grads(model, infos, method, batches)
 
     def cache_text(info, batches, run):
@@ -157,6 +159,7 @@ def calibrate(fp_model, method, w_bits: int, a_bits: int, calib: CalibrationSet 
     seconds = time.time() - t0
     report = {"method": method.name, "options": method.options(), "bits": f"W{w_bits}A{a_bits}",
               "config": config.to_dict(), "calibration": calib.describe(), "seconds": round(seconds, 1),
+              **({"model_folds": folds} if folds else {}),
               "layers": {n: {"kind": i.kind, "role": i.role, "domain": i.domain,
                              "quantizers": {s: q.describe() for s, q in i.module.quantizers().items()}}
                          for n, i in infos.items()}}

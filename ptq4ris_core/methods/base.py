@@ -71,6 +71,11 @@ class Method:
     def quantizers_for(self, info, s: LayerSetting) -> dict:
         raise NotImplementedError
 
+    def prepare_model(self, model, run_calibration) -> dict:
+        """Runs once on the quantizable copy before any layer is calibrated (its quantizers still off), for
+        whole-model folds; ``run_calibration()`` runs it on the calibration data. Returns what it did."""
+        return {}
+
     def prepare(self, info, inputs: list, s: LayerSetting) -> None:
         """Runs on the layer's calibration inputs before its quantizers are set."""
 

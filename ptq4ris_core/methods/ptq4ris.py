@@ -15,10 +15,14 @@ on the vision encoder's Linear inputs too, except those DRQ quantizes (post-LN c
 layers only: token sequences are mostly padding); ``agq``: PTQ4SAM's adaptive-granularity quantization on
 every post-Softmax (vision, fusion, text): a log quantizer of base 2^(-1/τ) whose τ ∈ {1, 2, 4} and scale
 are searched per attention on the error of Â·V against A·V (the attention matmul's own output). The
-engine runs the attention core float, so AGQ changes the simulation only.
+engine runs the attention core float, so AGQ changes the simulation only; ``big``: PTQ4SAM's bimodal
+integration before calibration (``calib/big.py``): where an attention's post-Key activations are bimodal,
+the sign of each channel's mean is folded into its query and key weights (the float output is unchanged,
+and the engine simply has other weights).
 """
 from dataclasses import dataclass
 
+from ..calib.big import integrate_bimodal
 from ..calib.search import correct_bias
 from ..quant.quantizers import (ChannelGroupQuantizer, DualRegionGeluQuantizer, DualRegionSoftmaxQuantizer,
                                 ElementGroupQuantizer)
@@ -43,6 +47,7 @@ class PTQ4RIS(Method):
     split_groups: bool | str = False
     bias_correction: bool = False
     agq: bool = False
+    big: bool = False
     name = "ptq4ris"
     metric = "hessian"
     rounds = 3
@@ -60,7 +65,10 @@ class PTQ4RIS(Method):
     def options(self):
         return {"drq": self.drq, "rorq": self.rorq, "text_metric": self.text_metric,
                 "fusion_attention": self.fusion_attention, "rorq_words": self.rorq_words,
-                "split_groups": self.split_groups, "bias_correction": self.bias_correction, "agq": self.agq}
+                "split_groups": self.split_groups, "bias_correction": self.bias_correction, "agq": self.agq, "big": self.big}
+
+    def prepare_model(self, model, run_calibration):
+        return {"big": integrate_bimodal(model, run_calibration)} if self.big else {}
 
     def quantizers_for(self, info, s):
         out = self._quantizers_for(info, s)
