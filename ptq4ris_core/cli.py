@@ -5,6 +5,7 @@ import argparse
 import logging
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -125,8 +126,10 @@ def cmd_calibrate(a):
     from .models import load_model
     from .presets import calibrate_plan, load_preset, resolve
     plan = resolve(load_preset(a.preset) if a.preset else None, a.method, a.bits, a.option, a.calib, a.seed)
-    model, report = calibrate_plan(load_model(a.model), plan)
+    partial = Path(a.out) / "partial"  # finished work of a reconstruction, kept until the folder is written
+    model, report = calibrate_plan(load_model(a.model), plan, resume_dir=partial)
     out = save_quantized(model, report, a.out, base=a.model)
+    shutil.rmtree(partial, ignore_errors=True)
     print(f"{out}: {plan.method_name} W{plan.w_bits}A{plan.a_bits}, {len(report['layers'])} layers, "
           f"calibrated in {report['seconds']:.1f} s")
 

@@ -14,8 +14,18 @@ PRESET_DIR = Path(__file__).resolve().parent.parent / "calibration"
 
 
 def option_value(v):
-    """Option values as the CLI and YAML spell them: 'true'/'false'/'none' become Python values."""
-    return {"true": True, "false": False, "none": None}.get(v.lower(), v) if isinstance(v, str) else v
+    """Option values as the CLI and YAML spell them: 'true'/'false'/'none' and numbers become Python values."""
+    if not isinstance(v, str):
+        return v
+    named = {"true": True, "false": False, "none": None}
+    if v.lower() in named:
+        return named[v.lower()]
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
 
 
 def parse_option(kv: str):
@@ -90,8 +100,8 @@ def resolve(preset: dict | None = None, method: str | None = None, bits: str | N
                            [tuple(o) for o in preset.get("overrides", [])], opts)
 
 
-def calibrate_plan(model, plan: CalibrationPlan, progress: bool = True):
-    """(quantized model, report) for a resolved plan."""
+def calibrate_plan(model, plan: CalibrationPlan, progress: bool = True, resume_dir=None):
+    """(quantized model, report) for a resolved plan (``resume_dir``: see ``calib.calibrate``)."""
     from .calib.calibrate import CalibrationSet, calibrate
     return calibrate(model, plan.method, plan.w_bits, plan.a_bits, CalibrationSet(plan.n, plan.seed),
-                     overrides=plan.overrides, progress=progress)
+                     overrides=plan.overrides, progress=progress, resume_dir=resume_dir)

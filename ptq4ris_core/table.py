@@ -3,6 +3,7 @@ same test scenes, with the calibration time. Markdown for people, JSON for machi
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from .calib.calibrate import CalibrationSet, calibrate
@@ -31,15 +32,18 @@ def method_table(fp_model, methods: list[str], bits: list[str], limit: int = 100
         w, a = parse_bits(b)
         for name in methods:
             method, options = cell_method(name, b)  # "ptq4ris:rorq=element,drq=false", "ptq4ris@preset"
+            cell = f"{name.replace(':', '_').replace(',', '_').replace('@', '_')}_{b.upper()}"
+            partial = cells / f"{cell}.partial" if save_dir is not None else None  # resumable reconstruction
             model, report = calibrate(fp_model, get_method(method, **options), w, a,
-                                      CalibrationSet(calib_n, seed), progress=progress)
+                                      CalibrationSet(calib_n, seed), progress=progress, resume_dir=partial)
             with weights_for_target(model, target) as stored:
                 scores = _scores(evaluate_model(model, "test", limit, progress=progress))
             rows.append({"method": name, "bits": b.upper(), **scores, "calib_s": report["seconds"], "target": stored})
             if save_dir is not None or method in deploy:
-                rows[-1]["deployed"] = _save_and_deploy(model, report, cells, base,
-                                                        f"{name.replace(':', '_').replace(',', '_').replace('@', '_')}_{b.upper()}",
+                rows[-1]["deployed"] = _save_and_deploy(model, report, cells, base, cell,
                                                         method in deploy, backends, limit, progress, stored)
+            if partial is not None:
+                shutil.rmtree(partial, ignore_errors=True)
             if on_cell:
                 on_cell(rows[-1])
             if out:

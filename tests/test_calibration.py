@@ -25,7 +25,7 @@ def tiny_base(tiny_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def calibrated(tiny_base):
     _, fp = tiny_base
-    return {name: calibrate(fp, get_method(name), 8, 8, CalibrationSet(n=4), progress=False)
+    return {name: calibrate(fp, get_method(name, recon_iters=20), 8, 8, CalibrationSet(n=4), progress=False)
             for name in sorted(REGISTRY)}
 
 

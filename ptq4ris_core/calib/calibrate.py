@@ -4,8 +4,11 @@ network order, each layer seeing the inputs that the already-quantized layers be
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +19,7 @@ from ..config import ConfigError, LayerSetting, QuantConfig
 from ..data import SPLIT_SIZES, SceneGenerator
 from ..models import Preprocessor
 from .capture import capture_inputs, output_grads
+from .reconstruct import reconstruct
 from .roles import trace_roles
 from .search import calibrate_layer
 from .transforms import fold_batchnorm, layer_domain, wrap_model
@@ -129,19 +133,60 @@ def hessian_grads(model, infos: dict, method, batches) -> dict:
             w.grad = None
 
 
+def model_fingerprint(model) -> str:
+    """SHA-256 over a model's tensors: which float model a resumable calibration belongs to."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def calibrate(fp_model, method, w_bits: int, a_bits: int, calib: CalibrationSet | None = None,
-              overrides=None, progress: bool = True):
-    """Returns (quantized model, report). Deterministic for a given seed."""
+              overrides=None, progress: bool = True, resume_dir: Path | None = None):
+    """Returns (quantized model, report). Deterministic for a given seed.
+
+    ``resume_dir``: where a method with block reconstruction keeps its finished work (the layer-wise
+    calibration, then each block), so that a rerun after an interruption goes on from there."""
     torch.manual_seed(0)
     calib = calib or CalibrationSet()
     pre = Preprocessor(fp_model.cfg)
     batches = calib.build(fp_model.cfg, pre)
     config = build_config(fp_model, w_bits, a_bits, overrides)
+    recon = method.reconstruction()
     t0 = time.time()
     model, infos = prepare_model(fp_model, method, config, batches[0])
     run = lambda b: model(*b)  # noqa: E731
     with torch.no_grad():
         folds = method.prepare_model(model, lambda: [run(b) for b in batches])
+    resume_dir = Path(resume_dir) if (resume_dir is not None and recon is not None) else None
+    key = None if resume_dir is None else {
+        "method": method.name, "options": method.options(), "bits": f"W{w_bits}A{a_bits}",
+        "config": config.to_dict(), "calibration": calib.describe(), "model": model_fingerprint(fp_model)}
+    layers_done = _resume_layers(model, resume_dir, key)
+    if not layers_done:
+        _calibrate_all_layers(model, infos, method, batches, run, progress, f"calibrate {method.name} W{w_bits}A{a_bits}")
+        _save_layers(model, resume_dir, key)
+    recon_report = None
+    if recon is not None:
+        layout = model.quant_layout() if hasattr(model, "quant_layout") else {}
+        recon_report = reconstruct(model, batches, lambda m, b: m(*b), recon, layout.get("blocks", []),
+                                   layout.get("domains", {}), progress,
+                                   None if resume_dir is None else resume_dir / "blocks", key)
+    model.cfg = replace(model.cfg, freeze_text=True)
+    seconds = time.time() - t0
+    report = {"method": method.name, "options": method.options(), "bits": f"W{w_bits}A{a_bits}",
+              "config": config.to_dict(), "calibration": calib.describe(), "seconds": round(seconds, 1),
+              **({"model_folds": folds} if folds else {}),
+              **({"reconstruction": recon_report} if recon_report is not None else {}),
+              **({"resumed_layers": True} if layers_done else {}),
+              "layers": {n: {"kind": i.kind, "role": i.role, "domain": i.domain,
+                             "quantizers": {s: q.describe() for s, q in i.module.quantizers().items()}}
+                         for n, i in infos.items()}}
+    return model, report
+
+
+def _calibrate_all_layers(model, infos, method, batches, run, progress, desc):
     grads = hessian_grads(model, infos, method, batches)
 
     def cache_text(info, batches, run):
@@ -153,17 +198,31 @@ def calibrate(fp_model, method, w_bits: int, a_bits: int, calib: CalibrationSet 
             run = lambda b: model.segment_features(*b)  # noqa: E731
         return batches, run
 
-    calibrate_layers(infos, method, batches, run, grads, progress, f"calibrate {method.name} W{w_bits}A{a_bits}",
-                     switch=cache_text)
-    model.cfg = replace(model.cfg, freeze_text=True)
-    seconds = time.time() - t0
-    report = {"method": method.name, "options": method.options(), "bits": f"W{w_bits}A{a_bits}",
-              "config": config.to_dict(), "calibration": calib.describe(), "seconds": round(seconds, 1),
-              **({"model_folds": folds} if folds else {}),
-              "layers": {n: {"kind": i.kind, "role": i.role, "domain": i.domain,
-                             "quantizers": {s: q.describe() for s, q in i.module.quantizers().items()}}
-                         for n, i in infos.items()}}
-    return model, report
+    calibrate_layers(infos, method, batches, run, grads, progress, desc, switch=cache_text)
+
+
+LAYERS_FILE, KEY_FILE = "layers.safetensors", "layers.json"
+
+
+def _resume_layers(model, folder: Path | None, key: dict) -> bool:
+    """Load a finished layer-wise calibration of the same run from ``folder``; False when there is none."""
+    if folder is None or not (folder / LAYERS_FILE).exists() or not (folder / KEY_FILE).exists():
+        return False
+    if json.loads((folder / KEY_FILE).read_text(encoding="utf-8")) != json.loads(json.dumps(key)):
+        raise ConfigError(f"{folder} holds the work of another calibration (method, bits, options, calibration "
+                          f"set or model differ); remove it or choose another output folder")
+    from safetensors.torch import load_file
+    model.load_state_dict(load_file(str(folder / LAYERS_FILE)), strict=True)
+    return True
+
+
+def _save_layers(model, folder: Path | None, key: dict):
+    if folder is None:
+        return
+    from safetensors.torch import save_file
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / LAYERS_FILE))
+    (folder / KEY_FILE).write_text(json.dumps(key, indent=1) + "\n", encoding="utf-8")
 
 
 def active_quantizers(model) -> dict:

@@ -3,10 +3,11 @@ set (its strategy), which reparameterization runs first, and the search metric. 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
+from ..calib.reconstruct import ReconSettings, parse_domains
 from ..config import ConfigError, LayerSetting
 from ..quant import functional as Fq
 from ..quant.observers import channel_minmax
@@ -62,8 +63,17 @@ def per_channel_params(x: torch.Tensor, bits: int):
 
 @dataclass
 class Method:
-    """Base recipe. Subclasses override ``quantizers_for`` and, when they reparameterize, ``prepare``."""
+    """Base recipe. Subclasses override ``quantizers_for`` and, when they reparameterize, ``prepare``.
 
+    Every method takes block reconstruction after its layer-wise calibration (``calib/reconstruct.py``):
+    ``recon`` on or off, ``recon_iters`` steps per block, ``recon_batch`` samples per step,
+    ``recon_blocks`` the parts whose blocks are fitted ('all' or e.g. 'vision,fusion').
+    """
+
+    recon: bool = False
+    recon_iters: int = 500
+    recon_batch: int = 8
+    recon_blocks: str = "all"
     name = "base"
     metric = "mse"
     rounds = 1
@@ -83,7 +93,19 @@ class Method:
         """Runs after the layer's quantizers are set (``fp_out``: its float output on ``inputs``)."""
 
     def options(self) -> dict:
-        return {}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def reconstruction(self):
+        """Block reconstruction settings, or None when ``recon`` is off."""
+        if not self.recon:
+            return None
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (self.recon_iters, self.recon_batch)):
+            raise ConfigError(f"recon_iters and recon_batch are whole numbers, got {self.recon_iters!r} and "
+                              f"{self.recon_batch!r}")
+        return ReconSettings(iters=self.recon_iters, batch=self.recon_batch, domains=parse_domains(self.recon_blocks))
+
+    def __post_init__(self):
+        self.reconstruction()  # bad settings fail now, not after the layer-wise calibration
 
     def metric_for(self, info) -> str:
         return self.metric

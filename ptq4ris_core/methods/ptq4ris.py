@@ -53,6 +53,7 @@ class PTQ4RIS(Method):
     rounds = 3
 
     def __post_init__(self):
+        super().__post_init__()
         if self.drq not in DRQ_VARIANTS:
             raise ValueError(f"drq must be one of {DRQ_VARIANTS}, got {self.drq!r}")
         if self.rorq not in RORQ_VARIANTS:
@@ -61,11 +62,6 @@ class PTQ4RIS(Method):
             raise ValueError(f"split_groups must be one of {SPLIT_GROUP_VARIANTS}, got {self.split_groups!r}")
         if self.text_metric not in TEXT_METRICS:
             raise ValueError(f"text_metric must be one of {TEXT_METRICS}, got {self.text_metric!r}")
-
-    def options(self):
-        return {"drq": self.drq, "rorq": self.rorq, "text_metric": self.text_metric,
-                "fusion_attention": self.fusion_attention, "rorq_words": self.rorq_words,
-                "split_groups": self.split_groups, "bias_correction": self.bias_correction, "agq": self.agq, "big": self.big}
 
     def prepare_model(self, model, run_calibration):
         return {"big": integrate_bimodal(model, run_calibration)} if self.big else {}

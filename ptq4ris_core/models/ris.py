@@ -64,10 +64,13 @@ class RISModel(nn.Module):
 
         ``domains``: module-name patterns of each part (methods treat text and vision differently);
         ``float``: overrides that keep tensors in float (the image into the patch embedding, and the
-        final 1x1 classifier, as PTQ4RIS does).
+        final 1x1 classifier, as PTQ4RIS does); ``blocks``: the units block reconstruction fits (each
+        ``*`` one name part): BERT layers, Swin blocks, patch mergings, fusion stages, decoder stages.
         """
         return {"domains": {"text": ["text_encoder.*"], "vision": ["patch_embed.*", "stages.*", "merges.*"],
                             "fusion": ["fusions.*"], "decoder": ["decoder.*"]},
+                "blocks": ["text_encoder.encoder.layer.*", "stages.*.blocks.*", "merges.*", "fusions.*",
+                           "decoder.top", "decoder.fuse.*", "decoder.stem", "decoder.refine"],
                 "float": [("patch_embed.proj", {"a_bits": None}),
                           ("decoder.classifier", {"w_bits": None, "a_bits": None})]}
 

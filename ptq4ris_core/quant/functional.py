@@ -12,6 +12,23 @@ import torch
 GELU_MIN = -0.1700  # GELU's minimum is about -0.16997 (at x = -0.7518)
 
 
+class _RoundSTE(torch.autograd.Function):
+    """Rounding whose gradient passes straight through (block reconstruction fits weights behind
+    quantized activations); the forward is ``torch.round`` exactly."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    return _RoundSTE.apply(x) if x.requires_grad else torch.round(x)
+
+
 def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
     """Integer range: signed and symmetric (zero point 0), or unsigned with a zero point."""
     if not 2 <= bits <= 8:
@@ -23,7 +40,7 @@ def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
 
 def fake_quant(x, scale, zero_point, qmin: int, qmax: int):
     """Uniform affine: q = clamp(round(x/Δ) + z, qmin, qmax), x̂ = (q - z)·Δ."""
-    q = torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)
+    q = torch.clamp(round_ste(x / scale) + zero_point, qmin, qmax)
     return (q - zero_point) * scale
 
 
@@ -45,8 +62,8 @@ def dual_region_softmax(x, split, bits: int):
     """DRQ post-Softmax: [0, s) in 2^(b-1) steps of s/2^(b-1); [s, 1] in 2^(b-1) steps of 1/2^(b-1)."""
     half = 2 ** (bits - 1)
     d_low, d_high = split / half, 1.0 / half
-    low = torch.clamp(torch.round(x / d_low), 0, half - 1) * d_low
-    high = torch.clamp(torch.round(x / d_high), 0, half - 1) * d_high
+    low = torch.clamp(round_ste(x / d_low), 0, half - 1) * d_low
+    high = torch.clamp(round_ste(x / d_high), 0, half - 1) * d_high
     return torch.where(x < split, low, high)
 
 
@@ -54,8 +71,8 @@ def dual_region_gelu(x, delta_pos, bits: int):
     """DRQ post-GELU: [GELU_MIN, 0] in 2^(b-1) fixed levels; [0, ∞) in 2^(b-1) levels of step Δ+."""
     half = 2 ** (bits - 1)
     d_neg = -GELU_MIN / (half - 1)
-    neg = torch.clamp(torch.round(x / d_neg), -(half - 1), 0) * d_neg
-    pos = torch.clamp(torch.round(x / delta_pos), 0, half - 1) * delta_pos
+    neg = torch.clamp(round_ste(x / d_neg), -(half - 1), 0) * d_neg
+    pos = torch.clamp(round_ste(x / delta_pos), 0, half - 1) * delta_pos
     return torch.where(x < 0, neg, pos)
 
 
@@ -66,7 +83,7 @@ def log_quant(x, scale, bits: int, tau: float):
     smallest level (q ≥ 2^b), and zeros, become 0 (as RepQ-ViT's log√2 quantizer does).
     """
     levels = 2 ** bits
-    q = torch.round(-tau * torch.log2(torch.clamp(x, min=1e-20) / scale))
+    q = round_ste(-tau * torch.log2(torch.clamp(x, min=1e-20) / scale))
     under = (q >= levels) | (x <= 0)
     q = torch.clamp(q, 0, levels - 1)
     return torch.where(under, torch.zeros_like(x), scale * torch.exp2(-q / tau))
