@@ -386,9 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Calibrate and evaluate every method at every bit setting; FP32 first. "
                         "Writes OUT.md and OUT.json when --out is given. A method may carry options: "
                         "'ptq4ris:rorq=element,drq=false', or take those of the shipped preset of each bit "
-                        "setting: 'ptq4ris@preset' (calibration/WxAy.yaml; the pair count stays --calib).")
+                        "setting: 'ptq4ris@preset' (calibration/WxAy.yaml; the pair count stays --calib), "
+                        "with options added: 'ptq4ris@preset:recon=true,recon_iters=300'. Every method takes "
+                        "block reconstruction: recon=true, recon_iters, recon_batch, recon_blocks.")
     tb.add_argument("--model", default="default")
-    tb.add_argument("--methods", default="rtn,ptq4vit,repqvit,ptq4ris")
+    tb.add_argument("--methods", default="rtn,ptq4vit,repqvit,ptq4ris",
+                    help="comma-separated: rtn, ptq4vit, repqvit, ptq4ris, ptq4sam, each with options")
     tb.add_argument("--bits", default="W8A8,W6A6,W4A8,W4A4")
     tb.add_argument("--limit", type=int, default=1000, help="test scenes per cell (default 1000)")
     tb.add_argument("--calib", type=int, default=32)

@@ -44,15 +44,17 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
 
 def cell_method(spec: str, bits: str) -> tuple[str, dict]:
     """A table cell's method: 'ptq4ris:rorq=element' as written, or 'ptq4ris@preset': the options of
-    the shipped preset for these bits (calibration/W4A4.yaml for W4A4), i.e. the method as we ship it."""
-    if not spec.endswith("@preset"):
+    the shipped preset for these bits (calibration/W4A4.yaml for W4A4), i.e. the method as we ship it;
+    'ptq4ris@preset:recon=true': the preset with options added or changed."""
+    if "@preset" not in spec:
         return parse_method_spec(spec)
-    name = spec[: -len("@preset")]
+    name, _, extra = spec.partition("@preset")
     path = PRESET_DIR / f"{bits.upper()}.yaml"
     preset = load_preset(path)
     if preset.get("method") != name:
         raise InputError(f"{path} is a preset for method {preset.get('method')!r}, not {name!r}")
-    return name, {k: option_value(v) for k, v in (preset.get("options") or {}).items()}
+    options = {k: option_value(v) for k, v in (preset.get("options") or {}).items()}
+    return name, {**options, **parse_method_spec(extra)[1]}
 
 
 def load_preset(path) -> dict:

@@ -25,13 +25,13 @@ class Block(nn.Module):
 
 
 class Toy(nn.Module):
-    """Two residual MLP blocks; every Linear quantized W3A8 with min-max ranges."""
+    """Two residual MLP blocks; every Linear quantized (W3A8 by default) with min-max ranges."""
 
-    def __init__(self, d=16, w_bits=3):
+    def __init__(self, d=16, w_bits=3, a_bits=8):
         super().__init__()
         torch.manual_seed(0)
         self.blocks = nn.ModuleList([Block(d), Block(d)])
-        self.w_bits = w_bits
+        self.w_bits, self.a_bits = w_bits, a_bits
 
     def quantize(self, batches):
         for blk in self.blocks:
@@ -43,7 +43,7 @@ class Toy(nn.Module):
                     lin.weight_quantizer = UniformQuantizer(self.w_bits, symmetric=True, axis=0)
                     lin.weight_quantizer.handler.init(lin.weight_quantizer, lin.weight)
                     x = torch.cat([self._input_of(lin, b) for b in batches])
-                    lin.input_quantizer = UniformQuantizer(8)
+                    lin.input_quantizer = UniformQuantizer(self.a_bits)
                     lin.input_quantizer.handler.init(lin.input_quantizer, x)
         return self
 
@@ -139,6 +139,8 @@ def test_no_activation_is_dropped_at_evaluation():
             raise KeyError("a fit that fails half-way")
     _run(q, batches, settings)
     assert all(not qz._forward_hooks for qz in q.modules() if isinstance(qz, UniformQuantizer))
+    assert all(not list(qz.parameters()) and "scale" in qz._buffers  # learned steps are buffers again
+               for qz in q.modules() if isinstance(qz, UniformQuantizer))
     assert all(isinstance(m.weight_quantizer, UniformQuantizer) for blk in q.blocks for m in (blk.fc1, blk.fc2))
     for qz in acts:
         qz.n_quantized = 0
@@ -190,7 +192,7 @@ def test_a_diverging_fit_stops_and_keeps_rounding_to_nearest():
     batches = [(torch.randn(8, 8),) for _ in range(2)]
     report = _run(model, batches, R.ReconSettings(iters=200, batch=8, domains=("vision",)))
     blk = report["blocks"]["blocks.0"]
-    assert blk["kept"] == "nearest" and "diverged" in blk["note"] and blk["steps"] < 200
+    assert blk["kept"] == "nearest" and "diverged" in blk["note"] and blk["iters_run"] < 200
     assert torch.equal(lin.weight, nearest)
 
 
@@ -250,3 +252,15 @@ def test_an_interrupted_calibration_resumes_from_its_folder(tiny_model, tmp_path
     assert r1["reconstruction"]["learned"] + r1["reconstruction"]["nearest"] == len(r1["reconstruction"]["blocks"]) > 0
     s1, s2 = first.state_dict(), again.state_dict()
     assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_learning_the_activation_steps_lowers_the_error_below_rounding_alone():
+    errors = {}
+    for learn in (False, True):
+        torch.manual_seed(1)
+        batches = [(torch.randn(8, 16),) for _ in range(4)]
+        fp = Toy(a_bits=4)
+        q = copy.deepcopy(fp).quantize(batches)
+        _run(q, batches, R.ReconSettings(iters=300, batch=8, domains=("vision",), learn_steps=learn))
+        errors[learn] = _error(fp, q, batches)
+    assert errors[True] < 0.9 * errors[False]

@@ -50,7 +50,8 @@ DIVERGED = 2.0  # a fit whose recent loss is this many times rounding to nearest
 class ReconSettings:
     """``iters`` Adam steps per block on ``batch`` calibration samples each; ``domains``: the parts of
     the model whose blocks are fitted; ``drop``: QDrop's probability; ``round_weight``: λ;
-    ``warmup``: the fraction of steps before the rounding term starts."""
+    ``warmup``: the fraction of steps before the rounding term starts; ``learn_steps``: the activation
+    quantizers' step sizes are learned too (LSQ, as QDrop does), each at ``step_lr`` of its size per step."""
 
     iters: int = 500
     batch: int = 8
@@ -59,6 +60,8 @@ class ReconSettings:
     lr: float = 1e-3
     round_weight: float = 0.01
     warmup: float = 0.2
+    learn_steps: bool = True
+    step_lr: float = 1e-3
 
     def __post_init__(self):
         if int(self.iters) < 1 or int(self.batch) < 1:
@@ -246,11 +249,18 @@ def _rec_loss(pred, target: list, idx=None) -> torch.Tensor:
                for p, t in zip(_tensors(pred), target))
 
 
+def step_sizes(acts: list) -> list[tuple]:
+    """(quantizer, buffer name) of every activation step size the quantizers' handlers let move."""
+    return [(q, name) for q in acts if q.active for name in q.handler.step_sizes]
+
+
 @contextmanager
-def _fitting(layers: dict, rounders: dict, acts: list, drop: float):
-    """Learned rounding in the weight slots and QDrop on the activation quantizers, for the fit only."""
+def _fitting(layers: dict, rounders: dict, acts: list, drop: float, steps=()):
+    """For the fit only: learned rounding in the weight slots, QDrop on the activation quantizers, and
+    the ``steps`` (quantizer, buffer) turned into parameters; yields those parameters. Afterwards the
+    weight slots hold their quantizers again, no drop is left, and the steps are buffers again (as learned)."""
     saved = {n: m.weight_quantizer for n, m in layers.items()}
-    hooks = []
+    hooks, params = [], []
     try:
         for n, m in layers.items():
             m.weight_quantizer = rounders[n]
@@ -258,12 +268,19 @@ def _fitting(layers: dict, rounders: dict, acts: list, drop: float):
             hooks = [q.register_forward_hook(
                 lambda q_, inp, out: torch.where(torch.rand_like(out) < drop, inp[0], out) if q_.active else out)
                 for q in acts]
-        yield
+        for q, name in steps:
+            p = nn.Parameter(q._buffers.pop(name).detach().clone())
+            q.register_parameter(name, p)
+            params.append(p)
+        yield params
     finally:
         for h in hooks:
             h.remove()
         for n, m in layers.items():
             m.weight_quantizer = saved[n]
+        for q, name in steps:
+            if name in q._parameters:
+                q.register_buffer(name, q._parameters.pop(name).detach().clamp_min(1e-8))
 
 
 @torch.no_grad()
@@ -289,13 +306,16 @@ def fit_block(block: nn.Module, q_in: BlockData, fp_in: BlockData, target: list,
     weight_qs = {id(m.weight_quantizer) for m in block.modules() if isinstance(m, (QuantLinear, QuantConv2d))}
     acts = [q for q in block.modules() if isinstance(q, Quantizer) and id(q) not in weight_qs]
     nearest = block_error(block, q_in, target, s.batch)  # what rounding to nearest gives: the bar to beat
-    params = [r.V for r in rounders.values()]
-    opt = torch.optim.Adam(params, lr=s.lr)
+    steps = step_sizes(acts) if s.learn_steps else []
+    start_steps = [getattr(q, name).detach().clone() for q, name in steps]
     warm = int(s.warmup * s.iters)
     window = max(10, s.iters // 10)
     losses, note = [], None
     bar = tqdm(range(s.iters), desc=desc, unit="it", leave=False, disable=not progress, dynamic_ncols=True)
-    with torch.enable_grad(), _fitting(layers, rounders, acts, s.drop):
+    with torch.enable_grad(), _fitting(layers, rounders, acts, s.drop, steps) as step_params:
+        opt = torch.optim.Adam([{"params": [r.V for r in rounders.values()], "lr": s.lr}] +
+                               [{"params": [p], "lr": s.step_lr * float(p.detach().abs().mean().clamp_min(1e-8))}
+                                for p in step_params])
         for it in bar:
             idx = torch.randint(q_in.n, (min(s.batch, q_in.n),))
             args, kwargs = q_in.take(idx, fp_in, s.drop)
@@ -314,27 +334,37 @@ def fit_block(block: nn.Module, q_in: BlockData, fp_in: BlockData, target: list,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            with torch.no_grad():
+                for p in step_params:
+                    p.clamp_(min=1e-8)
             if it % 20 == 0:
                 bar.set_postfix(loss=f"{losses[-1]:.4g}")
     bar.close()
-    candidates = {"nearest": {n: r.weight(nearest=True).detach() for n, r in rounders.items()}}
+    # (weights, activation steps) of each candidate; rounding to nearest keeps the calibrated steps
+    candidates = {"nearest": ({n: r.weight(nearest=True).detach() for n, r in rounders.items()}, start_steps)}
     if note is None:
-        candidates["learned"] = {n: r.weight(hard=True).detach() for n, r in rounders.items()}
-    errors = {}
-    for kind, weights in candidates.items():
+        candidates["learned"] = ({n: r.weight(hard=True).detach() for n, r in rounders.items()},
+                                 [getattr(q, name).detach().clone() for q, name in steps])
+
+    def apply(kind):
+        weights, values = candidates[kind]
         for n, m in layers.items():
             m.weight.data = weights[n]
-        errors[kind] = block_error(block, q_in, target, s.batch) if kind != "nearest" else nearest
+        for (q, name), v in zip(steps, values):
+            setattr(q, name, v.clone())
+    errors = {"nearest": nearest}
+    if "learned" in candidates:
+        apply("learned")
+        errors["learned"] = block_error(block, q_in, target, s.batch)
     kept = "learned" if "learned" in errors and errors["learned"] <= errors["nearest"] else "nearest"
     if note is None and kept == "nearest":
         note = "learned rounding ended worse than rounding to nearest on the calibration data; kept nearest"
-    for n, m in layers.items():
-        m.weight.data = candidates[kept][n]
-    out = {"kept": kept, "steps": len(losses), "error_nearest": errors["nearest"],
+    apply(kept)
+    out = {"kept": kept, "iters_run": len(losses), "error_nearest": errors["nearest"],
            "error_learned": errors.get("learned"), "seconds": round(time.time() - t0, 1),
            "flipped": round(sum(r.flipped() * r.V.numel() for r in rounders.values())
                             / sum(r.V.numel() for r in rounders.values()), 4) if kept == "learned" else 0.0,
-           "layers": sorted(layers)}
+           "layers": sorted(layers), "steps_learned": len(steps) if kept == "learned" else 0}
     if note:
         out["note"] = note
     return out
@@ -344,7 +374,7 @@ def fit_block(block: nn.Module, q_in: BlockData, fp_in: BlockData, target: list,
 
 class _Resume:
     """A folder of finished blocks: ``key.json`` (what was being calibrated), ``blocks.json`` (their
-    reports) and one safetensors file of rounded weights per block."""
+    reports) and one safetensors file per block (its state: rounded weights, learned steps)."""
 
     def __init__(self, folder: Path | None, key: dict):
         self.folder, self.done = folder, {}
@@ -366,18 +396,15 @@ class _Resume:
         if name not in self.done:
             return None
         from safetensors.torch import load_file
-        state = load_file(str(self.folder / f"{name}.safetensors"))
-        mods = dict(block.named_modules())
-        for key, w in state.items():
-            mods[key].weight.data = w
+        block.load_state_dict(load_file(str(self.folder / f"{name}.safetensors")))
         return {**self.done[name], "resumed": True}
 
     def save(self, name: str, block: nn.Module, record: dict):
+        """The block's whole state: rounded weights and learned activation steps."""
         if self.folder is None:
             return
         from safetensors.torch import save_file
-        mods = dict(block.named_modules())
-        save_file({n: mods[n].weight.detach().contiguous() for n in record.get("layers", [])},
+        save_file({k: v.detach().contiguous() for k, v in block.state_dict().items()},
                   str(self.folder / f"{name}.safetensors"))
         self.done[name] = record
         tmp = self.folder / "blocks.json.tmp"

@@ -67,13 +67,15 @@ class Method:
 
     Every method takes block reconstruction after its layer-wise calibration (``calib/reconstruct.py``):
     ``recon`` on or off, ``recon_iters`` steps per block, ``recon_batch`` samples per step,
-    ``recon_blocks`` the parts whose blocks are fitted ('all' or e.g. 'vision,fusion').
+    ``recon_blocks`` the parts whose blocks are fitted ('all' or e.g. 'vision,fusion'), ``recon_act_steps``
+    whether the activation quantizers' step sizes are learned with the rounding.
     """
 
     recon: bool = False
     recon_iters: int = 500
     recon_batch: int = 8
     recon_blocks: str = "all"
+    recon_act_steps: bool = True
     name = "base"
     metric = "mse"
     rounds = 1
@@ -102,7 +104,8 @@ class Method:
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (self.recon_iters, self.recon_batch)):
             raise ConfigError(f"recon_iters and recon_batch are whole numbers, got {self.recon_iters!r} and "
                               f"{self.recon_batch!r}")
-        return ReconSettings(iters=self.recon_iters, batch=self.recon_batch, domains=parse_domains(self.recon_blocks))
+        return ReconSettings(iters=self.recon_iters, batch=self.recon_batch, domains=parse_domains(self.recon_blocks),
+                             learn_steps=bool(self.recon_act_steps))
 
     def __post_init__(self):
         self.reconstruction()  # bad settings fail now, not after the layer-wise calibration

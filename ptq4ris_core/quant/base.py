@@ -82,6 +82,9 @@ class Handler:
 
     strategies: tuple[str, ...] = ("minmax", "fixed")
     searched: tuple[str, ...] = ()  # strategies that search after ``init``
+    # buffers holding step sizes that may each move freely and still deploy as they are: block
+    # reconstruction learns them (LSQ) for activations
+    step_sizes: tuple[str, ...] = ()
 
     def init(self, q, x: torch.Tensor) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

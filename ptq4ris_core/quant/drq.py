@@ -58,6 +58,7 @@ class DualRegionGeluQuantizer(Quantizer):
 
 @handles(DualRegionGeluQuantizer)
 class DualRegionGeluHandler(Handler):
+    step_sizes = ("delta_pos",)
     strategies = ("minmax", "grid")
     searched = ("grid",)
 

@@ -35,6 +35,7 @@ class LogQuantizer(Quantizer):
 class LogHandler(Handler):
     """The attention core runs float in the engine, so there are no integer parts."""
 
+    step_sizes = ("scale",)
     strategies = ("minmax", "grid")
     searched = ("grid",)
 

@@ -44,6 +44,7 @@ def _range_stand_in(q, scales, zero_points, symmetric):
 
 @handles(ElementGroupQuantizer)
 class ElementGroupHandler(Handler):
+    step_sizes = ("scales",)
     strategies = ("rule",)
 
     def init(self, q, x):

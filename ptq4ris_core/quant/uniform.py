@@ -89,6 +89,7 @@ def is_per_tensor_activation(q) -> bool:
 
 @handles(UniformQuantizer)
 class UniformHandler(Handler):
+    step_sizes = ("scale",)
     strategies = ("minmax", "grid", "quantile", "fixed")
     searched = ("grid", "quantile")
 
