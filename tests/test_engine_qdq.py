@@ -33,7 +33,7 @@ HAS_OV = importlib.util.find_spec("openvino") is not None
 
 
 def _calibrated(model, method, bits):
-    q, _ = calibrate(model, get_method(method), *bits, CalibrationSet(n=2), progress=False)
+    q, _ = calibrate(model, get_method(method, recon_iters=30), *bits, CalibrationSet(n=2), progress=False)
     return q, CalibrationSet(n=2).build(model.cfg, Preprocessor(model.cfg))
 
 
@@ -43,7 +43,8 @@ VNNI_ONLY = pytest.mark.skipif(CPU.saturates, reason=f"full 8-bit weights satura
 
 @pytest.mark.parametrize("method,bits,symmetric,target", [
     ("rtn", (8, 8), False, "portable"), ("rtn", (4, 6), False, "portable"), ("ptq4ris", (8, 8), False, "portable"),
-    ("ptq4ris", (8, 8), True, "portable"), pytest.param("rtn", (8, 8), False, "vnni", marks=VNNI_ONLY)])
+    ("ptq4ris", (8, 8), True, "portable"), ("ptq4sam", (4, 6), False, "portable"),  # reconstructed: just weights
+    pytest.param("rtn", (8, 8), False, "vnni", marks=VNNI_ONLY)])
 def test_qdq_segmenter_matches_deploy_simulation_and_runs_integer_kernels(tiny_model, tmp_path, method, bits, symmetric,
                                                                           target):
     q, batches = _calibrated(tiny_model, method, bits)
