@@ -255,12 +255,14 @@ def test_an_interrupted_calibration_resumes_from_its_folder(tiny_model, tmp_path
 
 
 def test_learning_the_activation_steps_lowers_the_error_below_rounding_alone():
+    # 8-bit weights and 3-bit min-max activations: the activation steps are the error, which rounding
+    # cannot reach (with 3-bit weights rounding dominates and the two end level).
     errors = {}
     for learn in (False, True):
         torch.manual_seed(1)
         batches = [(torch.randn(8, 16),) for _ in range(4)]
-        fp = Toy(a_bits=4)
+        fp = Toy(w_bits=8, a_bits=3)
         q = copy.deepcopy(fp).quantize(batches)
         _run(q, batches, R.ReconSettings(iters=300, batch=8, domains=("vision",), learn_steps=learn))
         errors[learn] = _error(fp, q, batches)
-    assert errors[True] < 0.9 * errors[False]
+    assert errors[True] < 0.85 * errors[False]
