@@ -59,7 +59,7 @@ def main(argv=None):
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        while rclpy.ok():  # short waits, so that our signal handler runs within a quarter second
+        while rclpy.ok() and not _STOP:  # short waits: a signal is seen within a quarter second
             executor.spin_once(timeout_sec=0.25)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -103,8 +103,13 @@ def command_payload(data: str) -> tuple[str, float | None]:
     return data, None
 
 
+_STOP = []  # set by SIGINT/SIGTERM; the spin loop looks at it between waits
+
+
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+    # Only a flag: an exception raised here could land inside rclpy's C++ message conversion, which
+    # turns it into a RuntimeError and a traceback instead of a clean stop.
+    _STOP.append(signum)
 
 
 def _make_node_class():
