@@ -11,6 +11,8 @@ from pathlib import Path
 
 from .engine.cpu import TARGETS
 from .errors import InputError, PTQ4RISError
+
+MIXED_METHODS = ("mixq-kl", "mixq-lrp")  # named here, not imported: the CLI starts without torch
 from .tuning import tune_for_frames
 
 log = logging.getLogger("ptq4ris")
@@ -125,7 +127,19 @@ def cmd_calibrate(a):
     from .calib.saved import save_quantized
     from .models import load_model
     from .presets import calibrate_plan, load_preset, resolve
-    plan = resolve(load_preset(a.preset) if a.preset else None, a.method, a.bits, a.option, a.calib, a.seed)
+    bits, options = a.bits, list(a.option)
+    if a.avg_bits is not None or a.size_mb is not None:
+        if (a.method or "") not in MIXED_METHODS:
+            raise InputError(f"--avg-bits and --size-mb are budgets of the mixed-precision methods "
+                             f"({', '.join(MIXED_METHODS)}); give --method mixq-kl or mixq-lrp")
+        if a.avg_bits is not None:
+            if bits:
+                raise InputError("give either --bits or --avg-bits (--avg-bits 4 is the budget of W4A4)")
+            bits = f"W{a.avg_bits}A{a.avg_bits}"
+        if a.size_mb is not None:
+            options.append(f"size_mb={a.size_mb}")
+            bits = bits or "W8A8"  # the layers outside mix_parts; the size budget is the one that binds
+    plan = resolve(load_preset(a.preset) if a.preset else None, a.method, bits, options, a.calib, a.seed)
     partial = Path(a.out) / "partial"  # finished work of a reconstruction, kept until the folder is written
     model, report = calibrate_plan(load_model(a.model), plan, resume_dir=partial)
     out = save_quantized(model, report, a.out, base=a.model)
@@ -370,15 +384,23 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("calibrate", help="quantize a model with a PTQ method (simulated) and save it",
                        description="Calibrate the model with a post-training quantization method on N image-"
                        "sentence pairs from the train split, layer by layer, and save it (safetensors + JSON). "
-                       "Methods: rtn, ptq4vit, repqvit, ptq4ris.")
+                       "Methods: rtn, ptq4vit, repqvit, ptq4ris, ptq4sam; mixq-kl and mixq-lrp choose a bit-width "
+                       "per layer (Mix-QSAM / LRP-QViT) within a budget: --avg-bits N or --size-mb MB; their first "
+                       "run measures every layer's sensitivity (tens of minutes on the default model, cached).")
     c.add_argument("--model", default="default")
-    c.add_argument("--method", help="rtn | ptq4vit | repqvit | ptq4ris (default: the preset's, else ptq4ris)")
+    c.add_argument("--method", help="rtn | ptq4vit | repqvit | ptq4ris | ptq4sam | mixq-kl | mixq-lrp (default: the "
+                   "preset's, else ptq4ris)")
     c.add_argument("--bits", help="WxAy, e.g. W8A8, W6A6, W4A8, W4A4")
     c.add_argument("--preset", help="a YAML preset from calibration/ (bits, method, options, calibration set)")
     c.add_argument("--calib", type=int, help="calibration pairs (default 32)")
     c.add_argument("--seed", type=int, help="which calibration pairs (default 0)")
     c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="method option, e.g. --option rorq=element --option drq=false (ptq4ris)")
+    c.add_argument("--avg-bits", type=int, choices=range(2, 9), metavar="N",
+                   help="mixed precision (mixq-kl, mixq-lrp): each layer's bits chosen so that the model's size "
+                   "and bit-operations stay within uniform WNAN's, e.g. --avg-bits 4")
+    c.add_argument("--size-mb", type=float, metavar="MB",
+                   help="mixed precision: the whole model's size in MB instead (no bit-operations budget)")
     c.add_argument("--out", required=True, help="output folder")
     c.set_defaults(func=cmd_calibrate)
 
@@ -391,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "block reconstruction: recon=true, recon_iters, recon_batch, recon_blocks.")
     tb.add_argument("--model", default="default")
     tb.add_argument("--methods", default="rtn,ptq4vit,repqvit,ptq4ris",
-                    help="comma-separated: rtn, ptq4vit, repqvit, ptq4ris, ptq4sam, each with options")
+                    help="comma-separated: rtn, ptq4vit, repqvit, ptq4ris, ptq4sam, mixq-kl, mixq-lrp, each with "
+                    "options (a mixed method's bit setting is its budget)")
     tb.add_argument("--bits", default="W8A8,W6A6,W4A8,W4A4")
     tb.add_argument("--limit", type=int, default=1000, help="test scenes per cell (default 1000)")
     tb.add_argument("--calib", type=int, default=32)

@@ -152,9 +152,12 @@ def calibrate(fp_model, method, w_bits: int, a_bits: int, calib: CalibrationSet 
     calib = calib or CalibrationSet()
     pre = Preprocessor(fp_model.cfg)
     batches = calib.build(fp_model.cfg, pre)
+    t0 = time.time()
+    bits_plan = method.plan_bits(fp_model, w_bits, a_bits, progress)  # mixed precision: a bit-width per layer
+    if bits_plan is not None:
+        overrides = list(bits_plan["overrides"]) + list(overrides or [])
     config = build_config(fp_model, w_bits, a_bits, overrides)
     recon = method.reconstruction()
-    t0 = time.time()
     model, infos = prepare_model(fp_model, method, config, batches[0])
     run = lambda b: model(*b)  # noqa: E731
     with torch.no_grad():
@@ -165,7 +168,7 @@ def calibrate(fp_model, method, w_bits: int, a_bits: int, calib: CalibrationSet 
         "config": config.to_dict(), "calibration": calib.describe(), "model": model_fingerprint(fp_model)}
     layers_done = _resume_layers(model, resume_dir, key)
     if not layers_done:
-        _calibrate_all_layers(model, infos, method, batches, run, progress, f"calibrate {method.name} W{w_bits}A{a_bits}")
+        calibrate_all_layers(model, infos, method, batches, run, progress, f"calibrate {method.name} W{w_bits}A{a_bits}")
         _save_layers(model, resume_dir, key)
     recon_report = None
     if recon is not None:
@@ -178,6 +181,7 @@ def calibrate(fp_model, method, w_bits: int, a_bits: int, calib: CalibrationSet 
     report = {"method": method.name, "options": method.options(), "bits": f"W{w_bits}A{a_bits}",
               "config": config.to_dict(), "calibration": calib.describe(), "seconds": round(seconds, 1),
               **({"model_folds": folds} if folds else {}),
+              **({"mixed_precision": bits_plan["report"]} if bits_plan is not None else {}),
               **({"reconstruction": recon_report} if recon_report is not None else {}),
               **({"resumed_layers": True} if layers_done else {}),
               "layers": {n: {"kind": i.kind, "role": i.role, "domain": i.domain,
@@ -186,8 +190,9 @@ def calibrate(fp_model, method, w_bits: int, a_bits: int, calib: CalibrationSet 
     return model, report
 
 
-def _calibrate_all_layers(model, infos, method, batches, run, progress, desc):
-    grads = hessian_grads(model, infos, method, batches)
+def calibrate_all_layers(model, infos, method, batches, run, progress, desc, grads: dict | None = None):
+    """Every layer in network order (``grads``: ∂L/∂O at the float model when already computed; used up)."""
+    grads = hessian_grads(model, infos, method, batches) if grads is None else grads
 
     def cache_text(info, batches, run):
         # Text layers run first. At the first other layer the text side is calibrated and its output

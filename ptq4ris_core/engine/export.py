@@ -96,7 +96,8 @@ def _golden_cases(model) -> list[dict]:
 
 
 def _stored_weights(model) -> dict:
-    """{integer layer: what its weights store}: bits, the largest code, the largest pair sum in any order,
+    """{integer layer: what its weights store}: weight and input bits (they differ per layer under mixed
+    precision), the largest code, the largest pair sum in any order,
     and whether every u8 x s8 pair of it fits a saturating int16."""
     from ..nn import QuantLinear
     stores = {}
@@ -107,6 +108,7 @@ def _stored_weights(model) -> dict:
         axis = 1 if isinstance(mod, QuantLinear) else 0  # linear codes are stored transposed (in, out)
         pair = max(max_pair_sum(d["w"].numpy(), axis) for d in parts)
         stores[name] = {"weight_bits": mod.weight_quantizer.bits,
+                        "input_bits": getattr(mod.input_quantizer, "bits", None),
                         "max_code": max(int(d["w"].abs().max()) for d in parts),
                         "max_pair_sum": pair, "int16_pair_safe": pair_safe(pair)}
     return stores

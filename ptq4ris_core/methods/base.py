@@ -88,6 +88,11 @@ class Method:
         whole-model folds; ``run_calibration()`` runs it on the calibration data. Returns what it did."""
         return {}
 
+    def plan_bits(self, fp_model, w_bits: int, a_bits: int, progress: bool = True) -> dict | None:
+        """Mixed precision: {"overrides": [(layer, {"w_bits", "a_bits"})], "report": {...}} choosing each
+        layer's bits within the budget of uniform WxAy, or None (one global setting)."""
+        return None
+
     def prepare(self, info, inputs: list, s: LayerSetting) -> None:
         """Runs on the layer's calibration inputs before its quantizers are set."""
 

@@ -1,0 +1,90 @@
+"""Quantization sensitivity (Mix-QViT): each layer at each candidate bit-width, its weights and its inputs
+separately, with every other layer at 8 bits; the cost is how far the mask moves.
+
+For layer l and a setting s (weights at b with inputs at 8, or inputs at b with weights at 8) the layer is
+calibrated afresh from its float weights by the method itself (its quantizers, reparameterization and
+search, as in a full calibration), on its inputs in the W8A8 model, put into the W8A8 model in place of its
+8-bit self, and
+
+    e_l(s) = max(0, KL(FP ‖ W8A8 with l at s) − KL(FP ‖ W8A8))
+
+with KL the per-pixel mask divergence (``importance.mask_kl``) averaged over the samples. The allocation
+takes weights and inputs as additive: e_l(w, a) = e_l(w, 8) + e_l(8, a).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import torch
+
+from ..calib.capture import capture_inputs
+from ..calib.search import calibrate_layer
+from ..config import LayerSetting
+from .importance import mask_kl
+
+
+def requantized(info, pristine, method, setting: LayerSetting, inputs, grad):
+    """A fresh copy of the float layer ``pristine``, quantized by ``method`` at ``setting`` on ``inputs``."""
+    mod = copy.deepcopy(pristine)
+    for slot in mod.slots:
+        setattr(mod, slot, None)
+    li = replace(info, module=mod)
+    li.setting = setting
+    for slot, q in method.quantizers_for(li, setting).items():
+        setattr(mod, slot, q)
+    method.prepare(li, inputs, setting)
+    fp_out = calibrate_layer(mod, inputs, grad, method.metric_for(li), method.rounds)
+    method.finish(li, inputs, fp_out)
+    return mod
+
+
+class _Swap:
+    """Puts a module into ``model`` at ``name`` for the duration of a ``with``."""
+
+    def __init__(self, model, name, mod):
+        parent, _, self.child = name.rpartition(".")
+        self.parent = model.get_submodule(parent) if parent else model
+        self.mod = mod
+
+    def __enter__(self):
+        self.old = getattr(self.parent, self.child)
+        setattr(self.parent, self.child, self.mod)
+
+    def __exit__(self, *exc):
+        setattr(self.parent, self.child, self.old)
+
+
+@torch.no_grad()
+def sensitivities(q8, infos8: dict, pristine: dict, method, costs, batches, fp_logits, w_cands, a_cands,
+                  grads: dict, progress=None) -> dict:
+    """{layer: {"w": {bits: e}, "a": {bits: e}}} for every layer of ``costs`` (see the module docstring).
+
+    ``q8``/``infos8``: the method's W8A8 calibration; ``pristine``: each layer's float wrapped module;
+    ``fp_logits``: the float model's logits per batch; ``grads``: ∂L/∂O at the float model (Hessian metric)."""
+    full = lambda b: q8(*b)  # noqa: E731
+    words = [(img, q8.encode_text(ids, m), m) for img, ids, m in batches]  # fixed unless a text layer moves
+    seg = lambda b: q8.segment_features(*b)  # noqa: E731
+
+    def kl(run, data):
+        return float(torch.cat([mask_kl(r, run(b)) for r, b in zip(fp_logits, data)]).mean())
+
+    base = kl(full, batches)
+    tasks = []
+    for c in costs:
+        s8 = infos8[c.name].setting
+        if c.w_bits:
+            tasks += [(c, "w", b, replace(s8, w_bits=b)) for b in w_cands if b != 8]
+        if c.a_bits:
+            tasks += [(c, "a", b, replace(s8, a_bits=b)) for b in a_cands if b != 8]
+    out = {c.name: {"w": {8: 0.0} if c.w_bits else {}, "a": {8: 0.0} if c.a_bits else {}} for c in costs}
+    inputs_of, current = None, None
+    for c, part, bits, setting in (progress or (lambda x, **k: x))(tasks, desc="sensitivity", unit="setting"):
+        text = c.domain == "text"
+        run, data = (full, batches) if text else (seg, words)
+        if current != c.name:
+            inputs_of, current = capture_inputs(infos8[c.name].module, data, run), c.name
+        mod = requantized(infos8[c.name], pristine[c.name], method, setting, inputs_of, grads.get(c.name))
+        with _Swap(q8, c.name, mod):
+            out[c.name][part][bits] = max(0.0, kl(run, data) - base)
+    return out

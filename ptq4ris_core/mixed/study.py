@@ -1,0 +1,160 @@
+"""Everything the bit allocation needs about one model, measured once and cached: the layers' costs,
+Mix-QSAM's KL importance and synergy, LRP relevance, and the per-layer sensitivities at every candidate.
+
+The file is keyed by the float model's fingerprint, the base method and its options, the candidates and
+the calibration pairs; it records what each part cost in seconds. A file made for another model is refused.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..calib.reconstruct import DOMAINS
+from ..calib.calibrate import (CalibrationSet, calibrate_all_layers, build_config, hessian_grads, model_fingerprint,
+                               prepare_model)
+from ..config import ConfigError
+from ..files import cache_home
+from ..models import Preprocessor
+from .importance import kl_importance, lrp_relevance, normalized, synergy
+from .profile import layer_costs, neighbours
+from .sensitivity import sensitivities
+
+STUDY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    w_cands: tuple = (2, 3, 4, 6, 8)
+    a_cands: tuple = (3, 4, 6, 8)
+    pairs: int = 16
+    seed: int = 0
+    parts: tuple = DOMAINS  # the parts whose layers get a bit-width of their own; the rest stay uniform
+
+
+def study_key(fp_model, base_method, s: StudySettings) -> dict:
+    return {"version": STUDY_VERSION, "model": model_fingerprint(fp_model), "method": base_method.name,
+            "options": base_method.options(), "w_cands": list(s.w_cands), "a_cands": list(s.a_cands),
+            "pairs": s.pairs, "seed": s.seed, "parts": list(s.parts)}
+
+
+def default_path(key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_home() / "mixed" / f"{key['model'][:12]}-{digest}.json"
+
+
+def load_study(path: Path, key: dict) -> dict | None:
+    """The study in ``path`` if it was made with ``key``; None if there is none; refused if it is another's."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        got = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path} is not a readable layer study ({e}); delete it to measure again") from e
+    if got.get("key", {}).get("model") != key["model"]:
+        raise ConfigError(f"{path} was measured on another model (fingerprint {str(got.get('key', {}).get('model'))[:12]}, "
+                          f"this model is {key['model'][:12]}); delete it or leave out the study file to measure "
+                          f"this model")
+    differs = sorted(k for k in key if got["key"].get(k) != json.loads(json.dumps(key[k])))
+    if differs:
+        raise ConfigError(f"{path} was measured with other settings ({', '.join(differs)} differ); delete it or "
+                          f"leave out the study file")
+    return got
+
+
+def layer_study(fp_model, base_method, s: StudySettings = StudySettings(), path: Path | None = None,
+                progress: bool = True) -> dict:
+    """Load or measure (and save) the study of ``fp_model`` under ``base_method`` (its quantizers at 8 bits
+    for the other layers, and at each candidate for the layer measured)."""
+    key = study_key(fp_model, base_method, s)
+    path = Path(path) if path else default_path(key)
+    got = load_study(path, key)
+    if got is not None:
+        return {**got, "path": str(path), "cached": True}
+    bar = (lambda x, **k: tqdm(x, dynamic_ncols=True, **k)) if progress else None
+    seconds = {}
+    t = time.time()
+    batches = CalibrationSet(s.pairs, s.seed).build(fp_model.cfg, Preprocessor(fp_model.cfg))
+    model, infos = prepare_model(fp_model, base_method, build_config(fp_model, 8, 8), batches[0])
+    run = lambda b: model(*b)  # noqa: E731
+    with torch.no_grad():
+        base_method.prepare_model(model, lambda: [run(b) for b in batches])
+    fp = copy.deepcopy(model)  # float (its quantizers not yet calibrated do nothing)
+    fp_run = lambda b: fp(*b)  # noqa: E731
+    pristine = {n: fp.get_submodule(n) for n in infos}
+    with torch.no_grad():
+        fp_logits = [fp_run(b) for b in batches]
+    every = layer_costs(infos, batches, run)
+    costs = [c for c in every if c.domain in s.parts]
+    layers = {c.name: pristine[c.name] for c in costs}
+    seconds["profile"] = round(time.time() - t, 1)
+
+    t = time.time()
+    per_sample = kl_importance(layers, batches, fp_run, bar)
+    pairs = neighbours(costs)
+    omega = normalized(per_sample).mean(1)
+    syn = synergy(per_sample, pairs)
+    seconds["kl_importance"] = round(time.time() - t, 1)
+
+    t = time.time()
+    relevance = _lrp(fp, layers, batches)
+    seconds["lrp"] = round(time.time() - t, 1)
+
+    t = time.time()
+    grads = hessian_grads(model, infos, base_method, batches)
+    calibrate_all_layers(model, infos, base_method, batches, run, progress, "calibrate W8A8 (the others' bits)",
+                          grads=dict(grads))
+    seconds["w8a8_calibration"] = round(time.time() - t, 1)
+    t = time.time()
+    sens = sensitivities(model, infos, pristine, base_method, costs, batches, fp_logits, s.w_cands, s.a_cands,
+                         grads, bar)
+    seconds["sensitivity"] = round(time.time() - t, 1)
+
+    study = {"key": key, "seconds": seconds, "layers": [c.to_dict() for c in costs],
+             "total_params": sum(p.numel() for p in fp_model.parameters()),
+             "other_quantized_params": sum(c.params for c in every if c.domain not in s.parts),
+             "kl_importance": [float(v) for v in omega], "lrp_relevance": [float(v) for v in relevance],
+             "pairs": pairs, "synergy": syn,
+             "sensitivity": [{"w": {str(b): e for b, e in sens[c.name]["w"].items()},
+                              "a": {str(b): e for b, e in sens[c.name]["a"].items()}} for c in costs]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(study, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return {**study, "path": str(path), "cached": False}
+
+
+def _lrp(fp, layers, batches):
+    embeddings = [m.weight for m in fp.modules() if isinstance(m, torch.nn.Embedding)]
+    for w in embeddings:
+        w.requires_grad_(True)
+    try:
+        return lrp_relevance(fp, layers, batches, lambda b: fp(b[0].clone().requires_grad_(True), b[1], b[2]))
+    finally:
+        for w in embeddings:
+            w.requires_grad_(False)
+            w.grad = None
+
+
+def problem(study: dict, importance: str):
+    """The allocation's inputs from a study; ``importance``: 'kl' (Mix-QSAM) or 'lrp' (LRP-QViT)."""
+    import numpy as np
+
+    from .allocate import Problem
+    layers = study["layers"]
+    scores = {"kl": study["kl_importance"], "lrp": study["lrp_relevance"]}[importance]
+    return Problem(names=[l["name"] for l in layers],
+                   params=np.array([l["params"] for l in layers], dtype=float),
+                   macs=np.array([l["macs"] for l in layers], dtype=float),
+                   matmul=np.array([l["kind"] == "matmul" for l in layers]),
+                   w_err=[{int(b): e for b, e in s["w"].items()} for s in study["sensitivity"]],
+                   a_err=[{int(b): e for b, e in s["a"].items()} for s in study["sensitivity"]],
+                   importance=np.asarray(scores, dtype=float),
+                   pairs=[tuple(p) for p in study["pairs"]], synergy=np.asarray(study["synergy"], dtype=float))

@@ -1,0 +1,231 @@
+"""Mixed precision: the integer program against brute force, its budgets and refusals, the LRP rules'
+conservation, the KL against SciPy, and mixq-kl end to end on the small model, into an engine."""
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import rel_entr
+from torch import nn
+
+from ptq4ris_core.config import ConfigError
+from ptq4ris_core.mixed import importance as I
+from ptq4ris_core.mixed.allocate import Problem, allocate, layer_bops, layer_size_bits, smallest, uniform_budget
+
+
+def _problem(n=5, seed=0, w=(2, 4, 8), a=(4, 8)):
+    rng = np.random.default_rng(seed)
+    w_err = [{b: float(rng.uniform(0.5, 2) * (8 - b) ** 2) for b in w} for _ in range(n)]
+    a_err = [{b: float(rng.uniform(0.5, 2) * (8 - b) ** 2) for b in a} for _ in range(n)]
+    w_err[2] = {}  # an attention matmul: inputs only
+    return Problem(names=[f"l{i}" for i in range(n)], params=np.array([100, 400, 0, 50, 300.0][:n]),
+                   macs=rng.uniform(1e3, 1e4, n), matmul=np.array([i == 2 for i in range(n)]), w_err=w_err,
+                   a_err=a_err, importance=rng.uniform(0.1, 1, n), pairs=[(i, i + 1) for i in range(n - 1)],
+                   synergy=rng.uniform(0.5, 3, n - 1))
+
+
+def _brute_force(p, size, bops, coupling):
+    """Every assignment, scored with the objective as the docstring of allocate.py writes it."""
+    imp = p.importance / p.importance.mean() + 0.01
+    low_err = [max(p.w_err[l].values(), default=0) + max(p.a_err[l].values(), default=0) for l in range(len(p.names))]
+    bits = sorted({b for l in range(len(p.names)) for c in p.candidates(l) for b in c if b is not None})
+    delta2 = (bits[-1] - bits[0]) ** 2
+    syn = p.synergy / p.synergy.max()
+    best = None
+    for choice in itertools.product(*[p.candidates(l) for l in range(len(p.names))]):
+        s = sum(layer_size_bits(p, l, c[0]) for l, c in enumerate(choice))
+        o = sum(layer_bops(p, l, *c) for l, c in enumerate(choice))
+        if s > size + 1e-6 or o > bops + 1e-6:
+            continue
+        f = sum(imp[l] * (p.w_err[l].get(c[0], 0) + p.a_err[l].get(c[1], 0)) for l, c in enumerate(choice))
+        for j, (l, m) in enumerate(p.pairs):
+            for side in (0, 1):
+                x, y = choice[l][side], choice[m][side]
+                if x is not None and y is not None:
+                    f += coupling * np.mean(low_err) * syn[j] * (x - y) ** 2 / delta2
+        if best is None or f < best[0] - 1e-12:
+            best = (f, choice)
+    return best
+
+
+@pytest.mark.parametrize("coupling,seed", [(0.0, 0), (0.5, 1), (5.0, 2)])
+def test_the_program_finds_the_brute_force_optimum_within_both_budgets(coupling, seed):
+    p = _problem(seed=seed)
+    size, bops = uniform_budget(p, 4, 4)
+    res = allocate(p, size, bops, coupling)
+    f, choice = _brute_force(p, size, bops, coupling)
+    assert res["optimal"] and res["objective"] == pytest.approx(f, rel=1e-6, abs=1e-9)
+    got = [tuple(res["bits"][n]) for n in p.names]
+    assert sum(layer_size_bits(p, l, c[0]) for l, c in enumerate(got)) <= size
+    assert sum(layer_bops(p, l, *c) for l, c in enumerate(got)) <= bops
+    assert res["size_bits"] <= size and res["bops"] <= bops
+
+
+def test_strong_coupling_pulls_neighbours_to_the_same_bits():
+    p = _problem(seed=3)
+    size, bops = uniform_budget(p, 8, 8)  # room for anything: only the errors and the coupling decide
+    p.w_err[0] = {2: 0.0, 4: 0.0, 8: 0.0}  # layer 0 alone would take 2-bit weights
+    loose = allocate(p, size, bops, 0.0)["bits"]["l0"]
+    tight = allocate(p, size, bops, 1e6)["bits"]
+    assert loose[0] == 2 and tight["l0"][0] == tight["l1"][0]
+
+
+def test_an_infeasible_budget_names_the_binding_constraint_and_the_smallest_feasible_value():
+    p = _problem()
+    min_size, min_bops = smallest(p)
+    with pytest.raises(ConfigError, match="size constraint binds") as e:
+        allocate(p, min_size - 1, None)
+    assert f"{min_size / 8e6:.3f} MB" in str(e.value)
+    with pytest.raises(ConfigError, match="bit-operations constraint binds"):
+        allocate(p, None, min_bops * 0.99)
+    res = allocate(p, min_size, min_bops)  # the smallest values named are feasible, together
+    assert res["size_bits"] == pytest.approx(min_size) and res["bops"] == pytest.approx(min_bops)
+
+
+def test_an_empty_candidate_set_is_refused():
+    from ptq4ris_core.methods import get_method
+    p = _problem()
+    p.w_err[0], p.a_err[0] = {}, {}
+    with pytest.raises(ConfigError, match="l0 has an empty candidate set"):
+        allocate(p, 1e9, 1e12)
+    with pytest.raises(ConfigError, match="candidate set is empty"):
+        get_method("mixq-kl", w_cands="")
+    with pytest.raises(ConfigError, match="must include 8"):
+        get_method("mixq-lrp", a_cands="4/6")
+
+
+def test_mask_kl_equals_scipys_relative_entropy():
+    torch.manual_seed(0)
+    ref, other = torch.randn(2, 2, 5, 7), torch.randn(2, 2, 5, 7)
+    p, q = ref.softmax(1).numpy(), other.softmax(1).numpy()
+    want = rel_entr(p, q).sum(1).reshape(2, -1).mean(1)
+    assert np.allclose(I.mask_kl(ref, other).numpy(), want)
+    assert torch.all(I.mask_kl(ref, ref) == 0)
+
+
+class _Block(nn.Module):
+    """A bias-free attention + LayerNorm + GELU block: with the LRP rules it is linear in its input."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(d, d, bias=False) for _ in range(3))
+        self.norm = nn.LayerNorm(d, bias=False)
+        self.fc1, self.fc2 = nn.Linear(d, 2 * d, bias=False), nn.Linear(2 * d, d, bias=False)
+        self.softmax, self.act = nn.Softmax(-1), nn.GELU()
+
+    def forward(self, x):
+        att = self.softmax(self.q(x) @ self.k(x).transpose(-1, -2))
+        h = self.norm(att @ self.v(x) + x)
+        return self.fc2(self.act(self.fc1(h)))
+
+
+def test_the_lrp_rules_conserve_relevance_and_plain_gradients_do_not():
+    torch.manual_seed(0)
+    blk = _Block()
+    x = torch.randn(3, 6, 8)
+
+    def relevance(rules):
+        hooks = [m.register_forward_hook(I.LRP_RULES[type(m)]) for m in blk.modules() if type(m) in I.LRP_RULES] if rules else []
+        xi = x.clone().requires_grad_(True)
+        f = blk(xi).sum()
+        f.backward()
+        for h in hooks:
+            h.remove()
+        return float((xi.detach() * xi.grad).sum()), float(f.detach())
+
+    r, f = relevance(True)
+    assert r == pytest.approx(f, rel=1e-4)  # Σ_input R = f (Ali et al.'s conservation)
+    r0, f0 = relevance(False)
+    assert f0 == pytest.approx(f, rel=1e-5) and abs(r0 - f0) > 0.05 * abs(f0)  # same output, not conserved
+
+
+def test_zeroing_a_layer_the_output_ignores_costs_nothing():
+    torch.manual_seed(0)
+    used, unused = nn.Linear(4, 2), nn.Linear(4, 2)
+    run = lambda b: used(b[0]).T[None, :, :, None] + 0 * unused(b[0]).T[None, :, :, None].detach().clamp(0, 0)  # noqa: E731
+    rows = I.kl_importance({"used": used, "unused": unused}, [(torch.randn(5, 4),)], run)
+    assert rows[0].item() > 0 and rows[1].item() == 0
+
+
+# --- end to end on the small model: the decoder's layers allocated, the rest W4A4 ---------------------
+
+@pytest.fixture(scope="module")
+def mixed(tiny_model, tmp_path_factory):
+    from ptq4ris_core.calib.calibrate import CalibrationSet, calibrate
+    from ptq4ris_core.methods import get_method
+    study = tmp_path_factory.mktemp("study") / "study.json"
+    opts = dict(w_cands="2/4/8", a_cands="4/8", study_pairs=2, study=str(study), mix_parts="decoder")
+    q, report = calibrate(tiny_model, get_method("mixq-kl", **opts), 4, 4, CalibrationSet(n=2), progress=False)
+    return q, report, opts, study
+
+
+def test_mixq_meets_the_w4a4_budget_and_its_bits_reach_the_quantizers(mixed):
+    q, report, _, study = mixed
+    mp = report["mixed_precision"]
+    assert mp["optimal"] and mp["size_vs_uniform"] <= 1 + 1e-9 and mp["bops_vs_uniform"] <= 1 + 1e-9
+    assert mp["solve_seconds"] < 10 and not mp["study_cached"]
+    st = json.loads(study.read_text())
+    assert {l["domain"] for l in st["layers"]} == {"decoder"} and set(st["seconds"]) >= {"kl_importance", "sensitivity"}
+    for name, (w, a) in mp["bits"].items():
+        mod = q.get_submodule(name)
+        if w is not None:
+            assert mod.weight_quantizer.bits == w
+        if a is not None:
+            assert mod.input_quantizer.bits == a
+    others = [m for n, m in q.named_modules() if n.startswith("stages.") and getattr(m, "weight_quantizer", None)]
+    assert others and all(m.input_quantizer is None or m.input_quantizer.bits == 4 for m in others)
+    assert others and all(m.weight_quantizer.bits == 4 for m in others)
+
+
+def test_a_second_run_reads_the_study_and_a_study_of_another_model_is_refused(mixed, tiny_model):
+    import copy
+
+    from ptq4ris_core.methods import get_method
+    _, _, opts, _ = mixed
+    plan = get_method("mixq-kl", **opts).plan_bits(tiny_model, 4, 4, progress=False)
+    assert plan["report"]["study_cached"]
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        other.decoder.classifier.weight.mul_(2)
+    with pytest.raises(ConfigError, match="measured on another model"):
+        get_method("mixq-kl", **opts).plan_bits(other, 4, 4, progress=False)
+
+
+def test_size_budgets_above_fp32_or_below_the_smallest_are_refused_by_name(mixed, tiny_model):
+    from ptq4ris_core.methods import get_method
+    _, report, opts, _ = mixed
+    fp32 = report["mixed_precision"]["fp32_mb"]
+    with pytest.raises(ConfigError, match="not below the FP32 model"):
+        get_method("mixq-kl", size_mb=fp32 * 1.01, **opts).plan_bits(tiny_model, 4, 4, progress=False)
+    with pytest.raises(ConfigError, match="smallest feasible size_mb is") as e:
+        get_method("mixq-kl", size_mb=0.01, **opts).plan_bits(tiny_model, 4, 4, progress=False)
+    least = float(str(e.value).split("smallest feasible size_mb is ")[1].split()[0])
+    plan = get_method("mixq-kl", size_mb=least + 1e-3, **opts).plan_bits(tiny_model, 4, 4, progress=False)
+    assert plan["report"]["model_mb"] <= least + 1e-3
+
+
+def test_the_mixed_engine_runs_its_bits_and_passes_its_self_check(mixed, tmp_path):
+    from ptq4ris_core.calib.calibrate import CalibrationSet
+    from ptq4ris_core.engine import Engine, export_engine
+    from ptq4ris_core.models import Preprocessor
+    q, report, _, _ = mixed
+    batches = CalibrationSet(n=2).build(q.cfg, Preprocessor(q.cfg))
+    out = export_engine(q, tmp_path / "mixed", {"quantization": {"method": "mixq-kl", "bits": "W4A4"}}, batches)
+    meta = json.loads((out / "meta.json").read_text())
+    stored = meta["quantization"]["weights"]
+    for name, (w, a) in report["mixed_precision"]["bits"].items():
+        if name in stored:
+            assert stored[name]["weight_bits"] == min(w, 7) and stored[name]["input_bits"] == a
+    # int2/int4 (packed) and int7/int8 weights side by side, 4- and 8-bit inputs side by side
+    assert len({s["weight_bits"] for s in stored.values()}) >= 2 and len({s["input_bits"] for s in stored.values()}) >= 2
+    eng = Engine.load(out)  # the self-check compares the integer graphs with their deploy simulation
+    assert eng.self_check["passed"]
+
+
+def test_the_picture_draws_bits_per_layer_over_importance(mixed, tmp_path):
+    from ptq4ris_core.experiments.mixed_bits import picture
+    _, report, _, study = mixed
+    png = picture({("mixq-kl", 4): report["mixed_precision"]}, json.loads(study.read_text()), tmp_path / "bits.png")
+    import matplotlib.image
+    assert matplotlib.image.imread(png).shape[0] > 200
