@@ -51,7 +51,9 @@ def cell_method(spec: str, bits: str) -> tuple[str, dict]:
     name, _, extra = spec.partition("@preset")
     path = PRESET_DIR / f"{bits.upper()}.yaml"
     preset = load_preset(path)
-    if preset.get("method") != name:
+    from .methods import REGISTRY
+    base = REGISTRY.get(preset.get("method"))
+    if name not in REGISTRY or base is None or not issubclass(REGISTRY[name], base):  # mixq-* take ptq4ris's
         raise InputError(f"{path} is a preset for method {preset.get('method')!r}, not {name!r}")
     options = {k: option_value(v) for k, v in (preset.get("options") or {}).items()}
     return name, {**options, **parse_method_spec(extra)[1]}

@@ -90,3 +90,28 @@ def test_batchnorm_fold_is_exact():
     assert fold_batchnorm(folded) == 1
     assert isinstance(folded[1], nn.Identity)
     assert torch.allclose(folded(x), ref, atol=1e-10)
+
+
+def test_clipping_shrinks_only_the_outlier_channels_and_bounds_the_folded_weight_columns():
+    from ptq4ris_core.methods.base import FENCE_IQR
+    x = _outlier_input().float()
+    plain_s, plain_z = per_channel_params(x, 4)
+    clip_s, clip_z = per_channel_params(x, 4, clip=True)
+    changed = torch.nonzero(clip_s < plain_s * (1 - 1e-6)).ravel().tolist()
+    assert changed == [3, 17]  # the two outlier channels, nothing else
+    assert torch.equal(clip_s[[i for i in range(32) if i not in changed]],
+                       plain_s[[i for i in range(32) if i not in changed]])
+    from ptq4ris_core.methods.base import clip_channel_ranges
+    from ptq4ris_core.quant.observers import channel_minmax
+    lo, hi = channel_minmax(x, 1)
+    log_r = (hi - lo).log()
+    q1, q3 = torch.quantile(log_r, 0.25), torch.quantile(log_r, 0.75)
+    lo2, hi2 = clip_channel_ranges(lo, hi)
+    assert torch.allclose((hi2 - lo2)[changed], torch.exp(q3 + FENCE_IQR * (q3 - q1)).expand(2), rtol=1e-4)
+    # the next layer's weight columns grow by r_c = Δ_c / Δ̃: clipped, the largest is far smaller
+    ratios = {}
+    for name, (s, z) in {"plain": (plain_s, plain_z), "clip": (clip_s, clip_z)}.items():
+        lin = QuantLinear(nn.Linear(32, 8))
+        reparameterize_channels(lin, x, s, z, target="mean")
+        ratios[name] = float(lin.in_div.max() / lin.in_div.median())
+    assert ratios["clip"] < 0.5 * ratios["plain"]

@@ -56,8 +56,24 @@ def reparameterize_channels(mod, x: torch.Tensor, scale_c: torch.Tensor, zp_c: t
     return d, z
 
 
-def per_channel_params(x: torch.Tensor, bits: int):
+FENCE_IQR = 1.5
+
+
+def clip_channel_ranges(lo: torch.Tensor, hi: torch.Tensor):
+    """LRP-QViT's clipping, our rule: ranges above the upper Tukey fence of the log ranges
+    (exp(Q3 + 1.5·IQR)) shrink to the fence, both bounds scaled by fence / range."""
+    rng = (hi - lo).clamp_min(1e-8)
+    q1, q3 = torch.quantile(rng.log(), 0.25), torch.quantile(rng.log(), 0.75)
+    fence = torch.exp(q3 + FENCE_IQR * (q3 - q1))
+    shrink = torch.where(rng > fence, fence / rng, torch.ones_like(rng))
+    return lo * shrink, hi * shrink
+
+
+def per_channel_params(x: torch.Tensor, bits: int, clip: bool = False):
+    """Per-channel (scale, zero point) over the last axis, min-max; ``clip``: see ``clip_channel_ranges``."""
     lo, hi = channel_minmax(x, x.dim() - 1)
+    if clip:
+        lo, hi = clip_channel_ranges(lo, hi)
     return Fq.minmax_params(lo, hi, bits, symmetric=False)
 
 
