@@ -23,10 +23,14 @@ def tiny_base(tiny_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def calibrated(tiny_base):
+def calibrated(tiny_base, tmp_path_factory):
     _, fp = tiny_base
-    return {name: calibrate(fp, get_method(name, recon_iters=20), 8, 8, CalibrationSet(n=4), progress=False)
-            for name in sorted(REGISTRY)}
+    study = tmp_path_factory.mktemp("study")
+    # the mixed methods: a study small enough for a test (test_mixed_precision.py covers them fully)
+    mixed = lambda name: dict(w_cands="4/8", a_cands="8", study_pairs=2, mix_parts="decoder",  # noqa: E731
+                              study=str(study / f"{name}.json")) if name.startswith("mixq") else {}
+    return {name: calibrate(fp, get_method(name, recon_iters=20, **mixed(name)), 8, 8, CalibrationSet(n=4),
+                            progress=False) for name in sorted(REGISTRY)}
 
 
 def test_every_method_quantizes_every_tensor_it_claims(calibrated, tiny_base):

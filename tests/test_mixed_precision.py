@@ -229,3 +229,18 @@ def test_the_picture_draws_bits_per_layer_over_importance(mixed, tmp_path):
     png = picture({("mixq-kl", 4): report["mixed_precision"]}, json.loads(study.read_text()), tmp_path / "bits.png")
     import matplotlib.image
     assert matplotlib.image.imread(png).shape[0] > 200
+
+
+def test_a_saved_mixed_model_loads_with_its_bits(mixed, tiny_model, tmp_path):
+    from ptq4ris_core.calib.saved import example_batch, load_quantized, save_quantized
+    from ptq4ris_core.models.store import save_model
+    q, report, _, _ = mixed
+    base = str(save_model(tiny_model, tmp_path / "tiny.safetensors", dtype=torch.float32))
+    again, meta = load_quantized(save_quantized(q, report, tmp_path / "saved", base=base))
+    assert meta["mixed_precision"]["bits"] == report["mixed_precision"]["bits"]
+    for name, (w, a) in report["mixed_precision"]["bits"].items():
+        if w is not None:
+            assert again.get_submodule(name).weight_quantizer.bits == w
+    batch = example_batch(tiny_model.cfg)
+    with torch.no_grad():
+        assert torch.equal(again(*batch), q(*batch))
