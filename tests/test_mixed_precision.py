@@ -244,3 +244,33 @@ def test_a_saved_mixed_model_loads_with_its_bits(mixed, tiny_model, tmp_path):
     batch = example_batch(tiny_model.cfg)
     with torch.no_grad():
         assert torch.equal(again(*batch), q(*batch))
+
+
+def test_an_interrupted_study_resumes_from_its_finished_layers(tiny_model, tmp_path, monkeypatch):
+    from ptq4ris_core.methods import get_method
+    from ptq4ris_core.mixed import sensitivity as S
+    from ptq4ris_core.mixed.study import StudySettings, layer_study
+    calls, real = [], S.requantized
+
+    def counting(*a, **k):
+        calls.append(a[0].name)
+        if limit[0] is not None and len(calls) > limit[0]:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(S, "requantized", counting)
+    settings = StudySettings((4, 8), (4, 8), pairs=2, parts=("decoder",))
+    path = tmp_path / "study.json"
+    limit = [5]  # each decoder conv has two settings (weights at 4, inputs at 4): two layers and a half
+    with pytest.raises(KeyboardInterrupt):
+        layer_study(tiny_model, get_method("ptq4ris"), settings, path, progress=False)
+    partial = json.loads(path.with_suffix(".partial.json").read_text())["sensitivity"]
+    finished = [n for n, v in partial.items() if "4" in v["w"]]
+    assert len(finished) == 2 and not path.exists()
+    calls.clear()
+    limit[0] = None
+    study = layer_study(tiny_model, get_method("ptq4ris"), settings, path, progress=False)
+    assert len(calls) == 2 * (len(study["layers"]) - 2) and not set(calls) & set(finished)
+    assert study["seconds"]["sensitivity_layers_resumed"] == 2 and not path.with_suffix(".partial.json").exists()
+    got = {l["name"]: s for l, s in zip(study["layers"], study["sensitivity"])}
+    assert all(got[n]["w"]["4"] == partial[n]["w"]["4"] for n in finished)

@@ -57,11 +57,12 @@ class _Swap:
 
 @torch.no_grad()
 def sensitivities(q8, infos8: dict, pristine: dict, method, costs, batches, fp_logits, w_cands, a_cands,
-                  grads: dict, progress=None) -> dict:
+                  grads: dict, progress=None, done: dict | None = None, save=None) -> dict:
     """{layer: {"w": {bits: e}, "a": {bits: e}}} for every layer of ``costs`` (see the module docstring).
 
     ``q8``/``infos8``: the method's W8A8 calibration; ``pristine``: each layer's float wrapped module;
-    ``fp_logits``: the float model's logits per batch; ``grads``: ∂L/∂O at the float model (Hessian metric)."""
+    ``fp_logits``: the float model's logits per batch; ``grads``: ∂L/∂O at the float model (Hessian metric);
+    ``done``: results of an interrupted run (skipped); ``save(results)`` is called after each layer."""
     full = lambda b: q8(*b)  # noqa: E731
     words = [(img, q8.encode_text(ids, m), m) for img, ids, m in batches]  # fixed unless a text layer moves
     seg = lambda b: q8.segment_features(*b)  # noqa: E731
@@ -78,8 +79,15 @@ def sensitivities(q8, infos8: dict, pristine: dict, method, costs, batches, fp_l
         if c.a_bits:
             tasks += [(c, "a", b, replace(s8, a_bits=b)) for b in a_cands if b != 8]
     out = {c.name: {"w": {8: 0.0} if c.w_bits else {}, "a": {8: 0.0} if c.a_bits else {}} for c in costs}
+    for name, parts in (done or {}).items():
+        if name in out:
+            for part, values in parts.items():
+                out[name][part].update(values)
+    tasks = [t for t in tasks if t[2] not in out[t[0].name][t[1]]]
+    finished = [n for n in out if n in (done or {})]
     inputs_of, current = None, None
-    for c, part, bits, setting in (progress or (lambda x, **k: x))(tasks, desc="sensitivity", unit="setting"):
+    for i, (c, part, bits, setting) in enumerate((progress or (lambda x, **k: x))(tasks, desc="sensitivity",
+                                                                                    unit="setting")):
         text = c.domain == "text"
         run, data = (full, batches) if text else (seg, words)
         if current != c.name:
@@ -87,4 +95,8 @@ def sensitivities(q8, infos8: dict, pristine: dict, method, costs, batches, fp_l
         mod = requantized(infos8[c.name], pristine[c.name], method, setting, inputs_of, grads.get(c.name))
         with _Swap(q8, c.name, mod):
             out[c.name][part][bits] = max(0.0, kl(run, data) - base)
+        if i + 1 == len(tasks) or tasks[i + 1][0].name != c.name:
+            finished.append(c.name)
+            if save is not None:
+                save({n: out[n] for n in finished})
     return out

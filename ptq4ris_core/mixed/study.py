@@ -113,9 +113,13 @@ def layer_study(fp_model, base_method, s: StudySettings = StudySettings(), path:
                           grads=dict(grads))
     seconds["w8a8_calibration"] = round(time.time() - t, 1)
     t = time.time()
+    partial = path.with_suffix(".partial.json")  # finished layers of an interrupted run, kept until the end
+    done = _read_partial(partial, key)
     sens = sensitivities(model, infos, pristine, base_method, costs, batches, fp_logits, s.w_cands, s.a_cands,
-                         grads, bar)
+                         grads, bar, done, lambda results: _write_json(partial, {"key": key, "sensitivity": results}))
     seconds["sensitivity"] = round(time.time() - t, 1)
+    if done:
+        seconds["sensitivity_layers_resumed"] = len(done)
 
     study = {"key": key, "seconds": seconds, "layers": [c.to_dict() for c in costs],
              "total_params": sum(p.numel() for p in fp_model.parameters()),
@@ -124,11 +128,28 @@ def layer_study(fp_model, base_method, s: StudySettings = StudySettings(), path:
              "pairs": pairs, "synergy": syn,
              "sensitivity": [{"w": {str(b): e for b, e in sens[c.name]["w"].items()},
                               "a": {str(b): e for b, e in sens[c.name]["a"].items()}} for c in costs]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(study, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    _write_json(path, study)
+    partial.unlink(missing_ok=True)
     return {**study, "path": str(path), "cached": False}
+
+
+def _write_json(path: Path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _read_partial(path: Path, key: dict) -> dict:
+    """{layer: {"w": {bits: e}, "a": ...}} finished by an interrupted run of the same study, else {}."""
+    try:
+        got = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    if got.get("key") != json.loads(json.dumps(key)):
+        return {}  # another study's leftovers: measured again
+    return {n: {part: {int(b): e for b, e in v.items()} for part, v in parts.items()}
+            for n, parts in got.get("sensitivity", {}).items()}
 
 
 def _lrp(fp, layers, batches):
