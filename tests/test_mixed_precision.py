@@ -65,10 +65,11 @@ def test_the_program_finds_the_brute_force_optimum_within_both_budgets(coupling,
 def test_strong_coupling_pulls_neighbours_to_the_same_bits():
     p = _problem(seed=3)
     size, bops = uniform_budget(p, 8, 8)  # room for anything: only the errors and the coupling decide
-    p.w_err[0] = {2: 0.0, 4: 0.0, 8: 0.0}  # layer 0 alone would take 2-bit weights
-    loose = allocate(p, size, bops, 0.0)["bits"]["l0"]
+    p.w_err[0] = {2: 0.0, 4: 0.5, 8: 1.0}  # layer 0 alone takes 2-bit weights (its error is least there)
+    p.w_err[1] = {2: 1.0, 4: 0.5, 8: 0.0}  # its neighbour alone takes 8
+    loose = allocate(p, size, bops, 0.0)["bits"]
     tight = allocate(p, size, bops, 1e6)["bits"]
-    assert loose[0] == 2 and tight["l0"][0] == tight["l1"][0]
+    assert (loose["l0"][0], loose["l1"][0]) == (2, 8) and tight["l0"][0] == tight["l1"][0]
 
 
 def test_an_infeasible_budget_names_the_binding_constraint_and_the_smallest_feasible_value():
@@ -143,9 +144,23 @@ def test_the_lrp_rules_conserve_relevance_and_plain_gradients_do_not():
 def test_zeroing_a_layer_the_output_ignores_costs_nothing():
     torch.manual_seed(0)
     used, unused = nn.Linear(4, 2), nn.Linear(4, 2)
-    run = lambda b: used(b[0]).T[None, :, :, None] + 0 * unused(b[0]).T[None, :, :, None].detach().clamp(0, 0)  # noqa: E731
+
+    def run(b):
+        unused(b[0])  # runs, and its output is thrown away
+        return used(b[0]).T[None, :, :, None]
+
     rows = I.kl_importance({"used": used, "unused": unused}, [(torch.randn(5, 4),)], run)
     assert rows[0].item() > 0 and rows[1].item() == 0
+
+
+def test_lrp_gives_no_relevance_to_query_and_key_and_splits_a_shared_input_by_its_readers():
+    torch.manual_seed(0)
+    blk = _Block()
+    layers = {n: getattr(blk, n) for n in ("q", "k", "v", "fc1", "fc2")}
+    rel = I.lrp_relevance(blk, layers, [(torch.randn(3, 6, 8),)],
+                          lambda b: torch.stack([torch.zeros(3, 6, 8), blk(b[0].requires_grad_(True))], 1))
+    assert rel[0] == 0 and rel[1] == 0  # the AH rule: no relevance through the attention probabilities
+    assert rel[2] > 0 and rel[3] > 0 and rel[4] > 0 and float(rel.sum()) == pytest.approx(1.0)
 
 
 # --- end to end on the small model: the decoder's layers allocated, the rest W4A4 ---------------------
@@ -173,6 +188,9 @@ def test_mixq_meets_the_w4a4_budget_and_its_bits_reach_the_quantizers(mixed):
             assert mod.weight_quantizer.bits == w
         if a is not None:
             assert mod.input_quantizer.bits == a
+    # the size budget, counted independently on the model: Σ weight bits · weights of the allocated layers
+    allocated = [q.get_submodule(n) for n, (w, _) in mp["bits"].items() if w is not None]
+    assert sum(m.weight_quantizer.bits * m.weight.numel() for m in allocated) <= 4 * sum(m.weight.numel() for m in allocated)
     others = [m for n, m in q.named_modules() if n.startswith("stages.") and getattr(m, "weight_quantizer", None)]
     assert others and all(m.input_quantizer is None or m.input_quantizer.bits == 4 for m in others)
     assert others and all(m.weight_quantizer.bits == 4 for m in others)

@@ -155,6 +155,8 @@ def calibrate(fp_model, method, w_bits: int, a_bits: int, calib: CalibrationSet 
     t0 = time.time()
     bits_plan = method.plan_bits(fp_model, w_bits, a_bits, progress)  # mixed precision: a bit-width per layer
     if bits_plan is not None:
+        if overrides:  # the user's overrides come last and win; the report says which
+            bits_plan["report"]["user_overrides_win"] = [list(o) for o in overrides]
         overrides = list(bits_plan["overrides"]) + list(overrides or [])
     config = build_config(fp_model, w_bits, a_bits, overrides)
     recon = method.reconstruction()

@@ -38,8 +38,9 @@ def picture(plans: dict, study: dict, path: Path):
     ax = axes[0, 0]
     colours = [PART_COLOURS.get(l["domain"], "grey") for l in layers]
     kl, lrp = np.asarray(study["kl_importance"]), np.asarray(study["lrp_relevance"])
-    ax.bar(x - 0.2, kl / kl.max(), 0.4, color=colours, label="KL importance (Mix-QSAM)")
-    ax.bar(x + 0.2, lrp / lrp.max(), 0.4, color=colours, alpha=0.45, hatch="//", label="LRP relevance")
+    top = lambda v: v / v.max() if v.max() > 0 else v  # noqa: E731
+    ax.bar(x - 0.2, top(kl), 0.4, color=colours, label="KL importance (Mix-QSAM)")
+    ax.bar(x + 0.2, top(lrp), 0.4, color=colours, alpha=0.45, hatch="//", label="LRP relevance")
     ax.set_yscale("log")
     ax.set_ylim(1e-4, 1.5)
     ax.set_ylabel("importance / max")
@@ -57,8 +58,9 @@ def picture(plans: dict, study: dict, path: Path):
         ax.set_ylim(1.5, 8.5)
         ax.set_yticks([2, 3, 4, 6, 8])
         ax.set_ylabel("bits")
-        ax.set_title(f"{name}, budget W{budget}A{budget}: size {rep['size_vs_uniform']:.2f}x, bit-ops "
-                     f"{rep['bops_vs_uniform']:.2f}x of uniform; mean weight bits {rep['avg_weight_bits']:.2f}",
+        ratio = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
+        ax.set_title(f"{name}, budget W{budget}A{budget}: size {ratio(rep['size_vs_uniform'])}, bit-ops "
+                     f"{ratio(rep['bops_vs_uniform'])} of uniform; mean weight bits {rep['avg_weight_bits']:.2f}",
                      fontsize=9)
         ax.legend(loc="lower right", fontsize=7)
     axes[-1, 0].set_xlabel("layer (execution order)")
@@ -87,8 +89,8 @@ def main(argv=None):
                for (m, b), rep in plans.items()}
     a.out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     for key, rep in summary.items():
-        print(f"{key}: mean weight bits {rep['avg_weight_bits']:.2f}, size {rep['size_vs_uniform']:.3f}x, "
-              f"bit-ops {rep['bops_vs_uniform']:.3f}x of uniform, solved in {rep['solve_seconds']} s")
+        print(f"{key}: mean weight bits {rep['avg_weight_bits']:.2f}, size {rep['size_vs_uniform']}x, "
+              f"bit-ops {rep['bops_vs_uniform']}x of uniform, solved in {rep['solve_seconds']} s")
 
 
 if __name__ == "__main__":

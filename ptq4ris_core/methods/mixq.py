@@ -68,7 +68,7 @@ class MixedPrecision(PTQ4RIS):
 
     def plan_bits(self, fp_model, w_bits, a_bits, progress=True):
         settings = StudySettings(_bits_list(self.w_cands), _bits_list(self.a_cands), int(self.study_pairs),
-                                 parts=parse_domains(self.mix_parts))
+                                 parts=tuple(sorted(parse_domains(self.mix_parts))))
         st = layer_study(fp_model, self.base(), settings, self.study, progress)
         p = problem(st, self.importance)
         others = st["other_quantized_params"]  # quantized layers outside mix_parts: at the uniform bits

@@ -10,8 +10,9 @@ the layer has only that side quantized): one-hot binaries x_{l,c}.
                 Σ_l MACs_l · w_l · a_l ≤ B_bops (a_l² for an attention matmul)         bit-operations
 
 with w_l = Σ_c w_c x_{l,c}; Ω_l the importance over its mean (1 = an average layer) plus 0.01; e_l the measured
-sensitivity; ē the mean over layers of e_l at the lowest candidates (so that λ has no unit); Ŝ the synergy
-over its largest value; Δ the widest gap between candidates. The squares are exact: (w_l − w_m)² takes
+sensitivity; ē the mean over layers of each layer's largest e_l(w) + e_l(a) (its error at the lowest candidates,
+so that λ has no unit); Ŝ the synergy over its largest value; Δ the widest gap between candidates. A side
+(weights or inputs) that one of the two layers does not quantize adds no coupling for that pair. The squares are exact: (w_l − w_m)² takes
 only the values d² for the possible gaps d, and the convex piecewise-linear function through those points
 (its secants) equals d² at each of them, so t ≥ each secant with t minimized is exact.
 """
@@ -156,6 +157,10 @@ def allocate(p: Problem, size_bits: float | None, bops: float | None, coupling: 
                 if not vals_l or not vals_m:
                     continue
                 gaps = sorted({x - y for x in vals_l for y in vals_m})
+                if len(gaps) == 1:  # one possible gap: t ≥ its square, a constant
+                    A[r, nx + 2 * j + side] = 1
+                    lo.append(gaps[0] ** 2), hi.append(np.inf)
+                    r += 1
                 for d0, d1 in zip(gaps, gaps[1:]):  # t ≥ (d0 + d1)·d − d0·d1, d = bits_l − bits_m
                     for k, c in enumerate(cands[l]):
                         A[r, offset[l] + k] = -(d0 + d1) * c[side]

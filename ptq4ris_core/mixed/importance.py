@@ -1,8 +1,8 @@
 """How much each layer matters to the mask, two ways.
 
 - **Mix-QSAM's KL importance**: layer i's output is zeroed and the KL divergence between the model's
-  per-pixel mask distribution with and without it, averaged over pixels, is I_i per sample; Ω_i is its
-  mean over samples, normalized over layers to sum to 1.
+  per-pixel mask distribution with and without it, averaged over pixels, is I_i per sample; normalized over
+  layers per sample (to sum to 1) and averaged over samples, Ω_i.
 - **Mix-QSAM's cross-layer synergy** for adjacent layers l, m: per sample S = 1 / (|I_l − I_m| + ε) with
   the normalized importances, averaged over samples, Ŝ = log(1 + S̄); ε = 1 % of the mean importance.
 - **LRP relevance (LRP-QViT, Mix-QViT)** from the referred object's mask logits
@@ -11,7 +11,10 @@
   (after Softmax), LayerNorm's 1/σ and GELU's gate Φ(x) are held constant: attention then passes relevance
   along its value path only (the AH rule), LayerNorm and GELU pass it through unchanged in proportion to
   their inputs (the LN rule and the identity rule for element-wise nonlinearities), and Linear/Conv/MatMul
-  follow LRP-0. A layer's relevance is Σ |x ⊙ ∂f/∂x| over its inputs, its share of the total over layers.
+  follow LRP-0. A layer's relevance is Σ |y ⊙ ∂f/∂y| over its output y, the relevance it passes on (its
+  inputs can be shared, as BERT's query, key and value share theirs, and their gradient sums over every
+  reader), its share of the total over layers. A query or key projection thus scores 0: under the AH rule
+  no relevance flows through the attention probabilities.
 """
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ def normalized(per_sample: torch.Tensor) -> torch.Tensor:
 def synergy(per_sample: torch.Tensor, pairs: list[tuple[int, int]]) -> list[float]:
     """Ŝ = log(1 + mean_samples 1/(|I_l − I_m| + ε)) for each adjacent pair, I normalized per sample."""
     imp = normalized(per_sample)
-    eps = 0.01 * float(imp.mean())
+    eps = max(0.01 * float(imp.mean()), 1e-12)  # all-zero importances (nothing matters) stay finite
     return [math.log1p(float((1.0 / ((imp[l] - imp[m]).abs() + eps)).mean())) for l, m in pairs]
 
 
@@ -80,22 +83,21 @@ LRP_RULES = {nn.Softmax: _softmax_constant, nn.GELU: _gelu_gate, nn.LayerNorm: _
 
 
 def lrp_relevance(model: nn.Module, layers: dict[str, nn.Module], batches, logits_of) -> torch.Tensor:
-    """[layers] each layer's share of Σ |x ⊙ ∂f/∂x| over its inputs (see the module's docstring).
+    """[layers] each layer's share of Σ |y ⊙ ∂f/∂y| over its output (see the module's docstring).
 
     ``logits_of(batch)`` runs ``model`` with gradients reaching its inputs (image, and the token
     embeddings), returning [B, 2, H, W] mask logits."""
     rules = [m.register_forward_hook(LRP_RULES[type(m)]) for m in model.modules() if type(m) in LRP_RULES]
-    seen: dict[str, list] = {}
+    seen: dict[str, torch.Tensor] = {}
 
     def keep(name):
-        def pre(_m, args):
-            for a in args:
-                if isinstance(a, torch.Tensor) and a.requires_grad:
-                    a.retain_grad()
-            seen[name] = [a for a in args if isinstance(a, torch.Tensor)]
-        return pre
+        def hook(_m, _args, out):
+            if out.requires_grad:
+                out.retain_grad()
+                seen[name] = out
+        return hook
 
-    hooks = [m.register_forward_pre_hook(keep(n)) for n, m in layers.items()]
+    hooks = [m.register_forward_hook(keep(n)) for n, m in layers.items()]
     total = torch.zeros(len(layers), dtype=torch.float64)
     try:
         for b in batches:
@@ -108,9 +110,9 @@ def lrp_relevance(model: nn.Module, layers: dict[str, nn.Module], batches, logit
                 chosen[empty] = 1.0  # nothing predicted: the whole image's evidence
                 (fg * chosen).sum().backward()
             for i, name in enumerate(layers):
-                for a in seen.get(name, []):
-                    if a.grad is not None:
-                        total[i] += float((a.detach() * a.grad).abs().double().sum())
+                y = seen.get(name)
+                if y is not None and y.grad is not None:
+                    total[i] += float((y.detach() * y.grad).abs().double().sum())
     finally:
         for h in rules + hooks:
             h.remove()

@@ -78,7 +78,8 @@ def sensitivities(q8, infos8: dict, pristine: dict, method, costs, batches, fp_l
             tasks += [(c, "w", b, replace(s8, w_bits=b)) for b in w_cands if b != 8]
         if c.a_bits:
             tasks += [(c, "a", b, replace(s8, a_bits=b)) for b in a_cands if b != 8]
-    out = {c.name: {"w": {8: 0.0} if c.w_bits else {}, "a": {8: 0.0} if c.a_bits else {}} for c in costs}
+    out = {c.name: {"w": {8: 0.0} if c.w_bits and 8 in w_cands else {},
+                    "a": {8: 0.0} if c.a_bits and 8 in a_cands else {}} for c in costs}
     for name, parts in (done or {}).items():
         if name in out:
             for part, values in parts.items():

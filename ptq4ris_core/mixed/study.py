@@ -39,9 +39,11 @@ class StudySettings:
 
 
 def study_key(fp_model, base_method, s: StudySettings) -> dict:
+    """What the study depends on (the reconstruction options do not: the study never reconstructs)."""
+    options = {k: v for k, v in base_method.options().items() if not k.startswith("recon")}
     return {"version": STUDY_VERSION, "model": model_fingerprint(fp_model), "method": base_method.name,
-            "options": base_method.options(), "w_cands": list(s.w_cands), "a_cands": list(s.a_cands),
-            "pairs": s.pairs, "seed": s.seed, "parts": list(s.parts)}
+            "options": options, "w_cands": sorted(s.w_cands), "a_cands": sorted(s.a_cands),
+            "pairs": s.pairs, "seed": s.seed, "parts": sorted(s.parts)}
 
 
 def default_path(key: dict) -> Path:
@@ -93,6 +95,9 @@ def layer_study(fp_model, base_method, s: StudySettings = StudySettings(), path:
         fp_logits = [fp_run(b) for b in batches]
     every = layer_costs(infos, batches, run)
     costs = [c for c in every if c.domain in s.parts]
+    if not costs:
+        raise ConfigError(f"no quantized layer lies in the parts {', '.join(s.parts)}; choose other parts "
+                          f"(mix_parts) or 'all'")
     layers = {c.name: pristine[c.name] for c in costs}
     seconds["profile"] = round(time.time() - t, 1)
 
