@@ -3,6 +3,7 @@ same test scenes, with the calibration time. Markdown for people, JSON for machi
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def method_table(fp_model, methods: list[str], bits: list[str], limit: int = 100
         w, a = parse_bits(b)
         for name in methods:
             method, options = cell_method(name, b)  # "ptq4ris:rorq=element,drq=false", "ptq4ris@preset"
-            cell = f"{name.replace(':', '_').replace(',', '_').replace('@', '_')}_{b.upper()}"
+            cell = f"{re.sub(r'[^A-Za-z0-9_.=+-]', '_', name)}_{b.upper()}"  # one folder name, whatever the options
             partial = cells / f"{cell}.partial" if save_dir is not None else None  # resumable reconstruction
             model, report = calibrate(fp_model, get_method(method, **options), w, a,
                                       CalibrationSet(calib_n, seed), progress=progress, resume_dir=partial)

@@ -70,7 +70,7 @@ class MixedPrecision(PTQ4RIS):
         settings = StudySettings(_bits_list(self.w_cands), _bits_list(self.a_cands), int(self.study_pairs),
                                  parts=tuple(sorted(parse_domains(self.mix_parts))))
         st = layer_study(fp_model, self.base(), settings, self.study, progress)
-        p = problem(st, self.importance)
+        p = problem(st, self.importance, settings.w_cands, settings.a_cands)
         others = st["other_quantized_params"]  # quantized layers outside mix_parts: at the uniform bits
         fixed_bits = 32.0 * (st["total_params"] - float(p.params.sum()) - others) + w_bits * others
         fp32_mb = 32.0 * st["total_params"] / 8e6

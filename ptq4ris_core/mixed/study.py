@@ -64,7 +64,10 @@ def load_study(path: Path, key: dict) -> dict | None:
         raise ConfigError(f"{path} was measured on another model (fingerprint {str(got.get('key', {}).get('model'))[:12]}, "
                           f"this model is {key['model'][:12]}); delete it or leave out the study file to measure "
                           f"this model")
-    differs = sorted(k for k in key if got["key"].get(k) != json.loads(json.dumps(key[k])))
+    # candidates: a study that measured more of them serves any subset
+    subset = lambda k: set(key[k]) <= set(got["key"].get(k, []))  # noqa: E731
+    differs = sorted(k for k in key if got["key"].get(k) != json.loads(json.dumps(key[k]))
+                     and not (k in ("w_cands", "a_cands") and subset(k)))
     if differs:
         raise ConfigError(f"{path} was measured with other settings ({', '.join(differs)} differ); delete it or "
                           f"leave out the study file")
@@ -169,8 +172,9 @@ def _lrp(fp, layers, batches):
             w.grad = None
 
 
-def problem(study: dict, importance: str):
-    """The allocation's inputs from a study; ``importance``: 'kl' (Mix-QSAM) or 'lrp' (LRP-QViT)."""
+def problem(study: dict, importance: str, w_cands=None, a_cands=None):
+    """The allocation's inputs from a study; ``importance``: 'kl' (Mix-QSAM) or 'lrp' (LRP-QViT); the
+    candidates kept (default: all the study measured)."""
     import numpy as np
 
     from .allocate import Problem
@@ -180,7 +184,9 @@ def problem(study: dict, importance: str):
                    params=np.array([l["params"] for l in layers], dtype=float),
                    macs=np.array([l["macs"] for l in layers], dtype=float),
                    matmul=np.array([l["kind"] == "matmul" for l in layers]),
-                   w_err=[{int(b): e for b, e in s["w"].items()} for s in study["sensitivity"]],
-                   a_err=[{int(b): e for b, e in s["a"].items()} for s in study["sensitivity"]],
+                   w_err=[{int(b): e for b, e in s["w"].items() if w_cands is None or int(b) in w_cands}
+                          for s in study["sensitivity"]],
+                   a_err=[{int(b): e for b, e in s["a"].items() if a_cands is None or int(b) in a_cands}
+                          for s in study["sensitivity"]],
                    importance=np.asarray(scores, dtype=float),
                    pairs=[tuple(p) for p in study["pairs"]], synergy=np.asarray(study["synergy"], dtype=float))
