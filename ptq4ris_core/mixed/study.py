@@ -31,8 +31,8 @@ STUDY_VERSION = 1
 
 @dataclass(frozen=True)
 class StudySettings:
-    w_cands: tuple = (2, 3, 4, 6, 8)
-    a_cands: tuple = (3, 4, 6, 8)
+    w_cands: tuple = (3, 4, 6, 8)
+    a_cands: tuple = (4, 6, 8)
     pairs: int = 16
     seed: int = 0
     parts: tuple = DOMAINS  # the parts whose layers get a bit-width of their own; the rest stay uniform
