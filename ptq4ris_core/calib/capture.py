@@ -38,12 +38,10 @@ def capture_inputs(module: torch.nn.Module, batches, run_batch) -> list[torch.Te
     return [torch.cat([g[i] for g in got], 0) for i in range(len(got[0]))]
 
 
-def output_grads(model, modules: dict, batches, loss_fn) -> dict[str, torch.Tensor]:
-    """∂L/∂O for the output O of each module, summed into one tensor per module over batches.
+def outputs_with_grads(modules: dict, batches, loss_fn):
+    """Per batch, {name: (O, ∂L/∂O)} for the output O of each module that the loss depends on.
 
-    ``loss_fn(batch) -> scalar`` runs the model; gradients flow only to activations.
-    """
-    grads: dict[str, list] = {n: [] for n in modules}
+    ``loss_fn(batch) -> scalar`` runs the model; gradients flow only to activations."""
     outs: dict[str, torch.Tensor] = {}
 
     def keep(name):
@@ -58,12 +56,17 @@ def output_grads(model, modules: dict, batches, loss_fn) -> dict[str, torch.Tens
         for b in batches:
             outs.clear()
             with torch.enable_grad():
-                loss = loss_fn(b)
-                loss.backward()
-            for n, o in outs.items():
-                if o.grad is not None:
-                    grads[n].append(o.grad.detach())
+                loss_fn(b).backward()
+            yield {n: (o.detach(), o.grad.detach()) for n, o in outs.items() if o.grad is not None}
     finally:
         for h in hooks:
             h.remove()
+
+
+def output_grads(model, modules: dict, batches, loss_fn) -> dict[str, torch.Tensor]:
+    """∂L/∂O for the output O of each module, concatenated over batches into one tensor per module."""
+    grads: dict[str, list] = {n: [] for n in modules}
+    for got in outputs_with_grads(modules, batches, loss_fn):
+        for n, (_o, g) in got.items():
+            grads[n].append(g)
     return {n: torch.cat(g, 0) for n, g in grads.items() if g}

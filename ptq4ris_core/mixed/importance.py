@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..calib.capture import outputs_with_grads
+
 
 def mask_kl(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """KL(p_ref ‖ p) of the per-pixel class distributions (softmax over dim 1), mean over pixels: one
@@ -87,33 +89,21 @@ def lrp_relevance(model: nn.Module, layers: dict[str, nn.Module], batches, logit
 
     ``logits_of(batch)`` runs ``model`` with gradients reaching its inputs (image, and the token
     embeddings), returning [B, 2, H, W] mask logits."""
+    def mask_evidence(b):
+        z = logits_of(b)
+        fg = z[:, 1] - z[:, 0]
+        chosen = (fg > 0).to(fg.dtype)
+        chosen[chosen.flatten(1).sum(1) == 0] = 1.0  # nothing predicted: the whole image's evidence
+        return (fg * chosen).sum()
+
     rules = [m.register_forward_hook(LRP_RULES[type(m)]) for m in model.modules() if type(m) in LRP_RULES]
-    seen: dict[str, torch.Tensor] = {}
-
-    def keep(name):
-        def hook(_m, _args, out):
-            if out.requires_grad:
-                out.retain_grad()
-                seen[name] = out
-        return hook
-
-    hooks = [m.register_forward_hook(keep(n)) for n, m in layers.items()]
+    index = {n: i for i, n in enumerate(layers)}
     total = torch.zeros(len(layers), dtype=torch.float64)
     try:
-        for b in batches:
-            seen.clear()
-            with torch.enable_grad():
-                z = logits_of(b)
-                fg = (z[:, 1] - z[:, 0])
-                chosen = (fg > 0).to(fg.dtype)
-                empty = chosen.flatten(1).sum(1) == 0
-                chosen[empty] = 1.0  # nothing predicted: the whole image's evidence
-                (fg * chosen).sum().backward()
-            for i, name in enumerate(layers):
-                y = seen.get(name)
-                if y is not None and y.grad is not None:
-                    total[i] += float((y.detach() * y.grad).abs().double().sum())
+        for got in outputs_with_grads(layers, batches, mask_evidence):
+            for name, (y, g) in got.items():
+                total[index[name]] += float((y * g).abs().double().sum())
     finally:
-        for h in rules + hooks:
+        for h in rules:
             h.remove()
     return (total / total.sum().clamp_min(1e-30)).float()
