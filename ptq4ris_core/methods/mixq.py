@@ -74,6 +74,7 @@ class MixedPrecision(PTQ4RIS):
         others = st["other_quantized_params"]  # quantized layers outside mix_parts: at the uniform bits
         fixed_bits = 32.0 * (st["total_params"] - float(p.params.sum()) - others) + w_bits * others
         fp32_mb = 32.0 * st["total_params"] / 8e6
+        uni_size, uni_bops = uniform_budget(p, w_bits, a_bits)
         if self.size_mb is not None:
             if self.size_mb >= fp32_mb:
                 raise ConfigError(f"size_mb={self.size_mb} is not below the FP32 model's {fp32_mb:.2f} MB: nothing "
@@ -85,11 +86,10 @@ class MixedPrecision(PTQ4RIS):
                                   f"feasible size_mb is {least:.3f} (every allocated layer at its lowest candidate, "
                                   f"the rest of the model {fixed_bits / 8e6:.2f} MB)")
         else:
-            size_bits, bops = uniform_budget(p, w_bits, a_bits)
+            size_bits, bops = uni_size, uni_bops
         res = allocate(p, size_bits, bops, self.coupling if self.importance == "kl" else 0.0)
         overrides = [(n, {k: v for k, v in (("w_bits", w), ("a_bits", a)) if v is not None})
                      for n, (w, a) in res["bits"].items()]
-        uni_size, uni_bops = uniform_budget(p, w_bits, a_bits)
         params = float(p.params.sum())
         avg_w = sum(p.params[i] * (res["bits"][n][0] or 0) for i, n in enumerate(p.names)) / max(params, 1)
         report = {"importance": self.importance, "budget": {"size_bits": size_bits, "bops": bops,
