@@ -51,12 +51,18 @@ def cell_method(spec: str, bits: str) -> tuple[str, dict]:
     name, _, extra = spec.partition("@preset")
     path = PRESET_DIR / f"{bits.upper()}.yaml"
     preset = load_preset(path)
-    from .methods import REGISTRY
-    base = REGISTRY.get(preset.get("method"))
-    if name not in REGISTRY or base is None or not issubclass(REGISTRY[name], base):  # mixq-* take ptq4ris's
+    if not takes_preset_options(name, preset):
         raise InputError(f"{path} is a preset for method {preset.get('method')!r}, not {name!r}")
     options = {k: option_value(v) for k, v in (preset.get("options") or {}).items()}
     return name, {**options, **parse_method_spec(extra)[1]}
+
+
+def takes_preset_options(name: str, preset: dict) -> bool:
+    """Whether method ``name`` takes the options of a preset written for its method: the same method, or one
+    built on it (mixq-* on ptq4ris: mixed bits over PTQ4RIS's quantizers)."""
+    from .methods import REGISTRY
+    base = REGISTRY.get(preset.get("method", "ptq4ris"))
+    return name in REGISTRY and base is not None and issubclass(REGISTRY[name], base)
 
 
 def load_preset(path) -> dict:
@@ -92,7 +98,8 @@ def resolve(preset: dict | None = None, method: str | None = None, bits: str | N
     if not bits:
         raise InputError("give --bits WxAy (e.g. W8A8) or --preset calibration/W8A8.yaml")
     w, a = parse_bits(bits)
-    opts = {k: option_value(v) for k, v in (preset.get("options") or {}).items()} if name == preset.get("method") else {}
+    opts = {k: option_value(v) for k, v in (preset.get("options") or {}).items()} \
+        if takes_preset_options(name, preset) else {}
     opts.update(dict(parse_option(kv) for kv in options))
     cal = preset.get("calibration", {})
     try:

@@ -184,6 +184,18 @@ def test_every_shipped_preset_resolves_to_its_bits_and_a_valid_method(bits):
     assert resolve({"method": "ptq4ris", "bits": bits, "options": {"rorq": "none"}}).method.rorq is None
 
 
+
+def test_a_mixed_method_over_a_ptq4ris_preset_keeps_the_presets_quantizers():
+    # 'calibrate --preset calibration/W4A4.yaml --method mixq-lrp' is mixed bits over the preset's PTQ4RIS,
+    # as the table's 'mixq-lrp@preset' is; an unrelated method does not take PTQ4RIS's options
+    from ptq4ris_core.presets import PRESET_DIR, cell_method, load_preset, resolve
+    preset = load_preset(PRESET_DIR / "W4A4.yaml")
+    plan = resolve(preset, "mixq-lrp", options=["study_pairs=4"])
+    _, cell = cell_method("mixq-lrp@preset:study_pairs=4", "W4A4")
+    assert {k: plan.method.options()[k] for k in cell} == {k: option for k, option in cell.items()}
+    assert plan.method.rorq == preset["options"]["rorq"] and plan.method.study_pairs == 4
+    assert not hasattr(resolve(preset, "rtn").method, "rorq")
+
 def test_bias_correction_removes_the_mean_output_error_and_survives_save_load():
     from ptq4ris_core.calib.search import calibrate_layer, correct_bias, layer_forward
     from ptq4ris_core.methods.base import uniform, weight_q
