@@ -35,7 +35,8 @@ def cmd_train(a):
     command = "ptq4ris " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     path = train(Path(a.out), cfg, a.steps, a.batch, a.lr, warmup=a.warmup, val_every=a.val_every,
                  val_n=a.val_n, seed=a.seed, bf16=a.precision, workers=a.workers, command=command,
-                 init=a.init, text_lr=a.text_lr, data_offset=a.data_offset, variety=0.0 if a.classic_scenes else a.variety)
+                 init=a.init, text_lr=a.text_lr, data_offset=a.data_offset, variety=0.0 if a.classic_scenes else a.variety,
+                 device=a.device, minutes=a.minutes)
     print(f"weights: {path}")
 
 
@@ -339,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="train in fp32 (default where the CPU has no native bf16: emulated bf16 is ~15x "
                            "slower on AVX2)")
     precision.add_argument("--bf16", dest="precision", action="store_true",
-                           help="bf16 autocast (default where the CPU has AVX512-BF16 or AMX: ~3.6x faster there)")
+                           help="bf16 autocast (default on a GPU, and where the CPU has AVX512-BF16 or AMX: ~3.6x faster there)")
     t.add_argument("--init", help="start from these weights ('default' or a .safetensors file; their config wins "
                    "over --image-size/--embed-dim) instead of from scratch")
     t.add_argument("--text-lr", type=float, help="fine-tune the MiniLM text encoder with this peak learning rate "
@@ -351,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "JPEG, said in the wide phrasing grammar (default 0.75; the rest in the evaluation splits' style)")
     t.add_argument("--classic-scenes", action="store_true", help="all scenes in the evaluation splits' style "
                    "(how model v2 was trained); the same as --variety 0")
+    t.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default auto: the GPU when PyTorch sees "
+                   "one; bf16 autocast there)")
+    t.add_argument("--minutes", type=float, help="a time budget: the learning rate's cosine follows the time spent "
+                   "and the run stops, validated and saved, when it is spent (or at --steps, whichever comes first)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="score a model on generated scenes (mIoU, oIoU, prec@X, by kind)",

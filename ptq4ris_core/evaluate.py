@@ -13,10 +13,11 @@ from .models import Preprocessor
 @torch.no_grad()
 def predict_masks(model, pre: Preprocessor, images, texts, bf16: bool = False) -> torch.Tensor:
     """(B, S, S, 3) uint8 at the model's size + sentences → (B, S, S) bool masks."""
-    ids, m = pre.texts(texts)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits = model(pre.images(images), ids, m)
-    return logits.float().argmax(1).bool()
+    dev = next(model.parameters()).device
+    ids, m = (t.to(dev) for t in pre.texts(texts))
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(pre.images(images).to(dev), ids, m)
+    return logits.float().argmax(1).bool().cpu()
 
 
 def evaluate_model(model, split: str = "test", limit: int = 1000, batch: int = 32, seed: int = 0,

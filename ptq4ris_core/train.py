@@ -63,33 +63,51 @@ def native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+def lr_at(step: int, total: int, base: float, warmup: int, done: float | None = None) -> float:
+    """Linear warm-up over ``warmup`` steps, then a cosine to 1 % of ``base``: over the steps, or over
+    ``done`` (the share of a time budget spent) when the run is bounded by time."""
     if step < warmup:
         return base * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+    t = (step - warmup) / max(1, total - warmup) if done is None else done
+    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """'auto': the GPU when PyTorch sees one (training is hours on two CPU cores, minutes on a GPU)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: this PyTorch sees no CUDA GPU (torch {torch.__version__}); "
+                         f"use --device cpu")
+    return torch.device(device)
 
 
 def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e-3, weight_decay: float = 0.05,
           warmup: int = 500, val_every: int = 1000, val_n: int = 256, seed: int = 0, bf16: bool | None = None,
           workers: int = 1, command: str = "", init: str | None = None, text_lr: float | None = None,
-          data_offset: int = 0, variety: float = VARIETY) -> Path:
+          data_offset: int = 0, variety: float = VARIETY, device: str = "auto",
+          minutes: float | None = None) -> Path:
     """``init``: start from these weights (a model name or path) instead of from scratch. ``text_lr``:
     fine-tune the MiniLM text encoder with this peak learning rate (same schedule); frozen when None.
     ``data_offset``: the first train scene of step 0, so that a continued run sees scenes its
     ``init`` weights never saw. ``variety``: the share of scenes drawn with camera frames, scene variety and
     the wide grammar (``SceneGenerator(variety=...)``); the rest in the evaluation splits' style. ``bf16``:
-    autocast to bf16; None: where the CPU computes it natively (``native_bf16``)."""
+    autocast to bf16; None: on a GPU, and where the CPU computes it natively (``native_bf16``). ``minutes``: a
+    time budget; the learning rate's cosine then follows the time spent, and the run stops (validated and
+    saved) when it is spent or at ``steps``, whichever comes first."""
     if not 0 <= data_offset <= SPLIT_SIZES["train"] - steps * batch:
         raise InputError(f"{steps} steps of {batch} scenes from scene {data_offset} need more than the train "
                          f"split's {SPLIT_SIZES['train']} scenes; lower --data-offset or --steps")
+    if minutes is not None and minutes <= 0:
+        raise InputError(f"--minutes {minutes}: give a positive time budget")
     out.mkdir(parents=True, exist_ok=True)
-    bf16 = native_bf16() if bf16 is None else bf16
-    print(f"training in {'bf16 autocast' if bf16 else 'fp32'}", file=sys.stderr)
+    dev = pick_device(device)
+    bf16 = (dev.type == "cuda" or native_bf16()) if bf16 is None else bf16
+    print(f"training on {dev} in {'bf16 autocast' if bf16 else 'fp32'}", file=sys.stderr)
     torch.manual_seed(seed)
     if text_lr is not None:
         cfg = replace(cfg, freeze_text=False)
-    model = build_model(cfg)
+    model = build_model(cfg).to(dev)  # before the optimizer: its state lives where the parameters do
     pre = Preprocessor(cfg)
     is_text = lambda n: n.startswith("text_encoder.")  # noqa: E731
     for n, p in model.named_parameters():
@@ -105,7 +123,7 @@ def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e
     ckpt, log_path = out / "checkpoint.pt", out / "log.jsonl"
     start = 0
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
+        state = torch.load(ckpt, weights_only=True, map_location="cpu")
         model.load_state_dict({k: v for k, v in state["model"].items() if k in model.state_dict()}, strict=False)
         opt.load_state_dict(_remap_optimizer_state(state, names, set(model.state_dict())))
         start = state["step"]
@@ -115,18 +133,21 @@ def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e
         print(f"starting from the weights of {init}", file=sys.stderr)
     data = SceneDataset("train", (steps - start) * batch, cfg.image_size, seed=seed, offset=data_offset + start * batch,
                         variety=variety)
-    loader = DataLoader(data, batch_size=batch, num_workers=workers, collate_fn=collate, persistent_workers=workers > 0)
+    loader = DataLoader(data, batch_size=batch, num_workers=workers, collate_fn=collate, persistent_workers=workers > 0,
+                        pin_memory=dev.type == "cuda")
     model.train()
     bar = tqdm(loader, total=steps - start, initial=0, desc="train", unit="step", dynamic_ncols=True)
     t0, ema = time.time(), None
     step = start
+    budget = None if minutes is None else 60.0 * minutes
     for b in bar:
+        done = None if budget is None else (time.time() - t0) / budget
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, g.get("peak", lr), warmup)
-        ids, m = pre.texts(b["text"])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(pre.images(b["image"]), ids, m)
-        loss = ris_loss(logits.float(), b["mask"])
+            g["lr"] = lr_at(step, steps, g.get("peak", lr), warmup, done)
+        ids, m = (t.to(dev, non_blocking=True) for t in pre.texts(b["text"]))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(pre.images(b["image"]).to(dev, non_blocking=True), ids, m)
+        loss = ris_loss(logits.float(), b["mask"].to(dev, non_blocking=True))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -138,7 +159,8 @@ def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e
             if step % 50 == 0:
                 f.write(json.dumps({"step": step, "loss": round(ema, 4), "lr": opt.param_groups[0]["lr"],
                                     "elapsed_s": round(time.time() - t0, 1)}) + "\n")
-        if step % val_every == 0 or step == steps:
+        out_of_time = budget is not None and time.time() - t0 >= budget
+        if step % val_every == 0 or step == steps or out_of_time:
             model.eval()
             val = evaluate_model(model, "val", val_n, batch=64, bf16=bf16, progress=False)
             model.train()
@@ -152,5 +174,9 @@ def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e
             save_model(model, out / "model.safetensors",
                        {"command": command, "step": step, "total_steps": steps, "batch": batch, "lr": lr,
                         "text_lr": text_lr, "init": init, "data_offset": data_offset, "variety": variety,
-                        "seed": seed, "val": {"n": val_n, "mIoU": val["mIoU"], "oIoU": val["oIoU"]}})
+                        "seed": seed, "device": str(dev), "bf16": bf16, "minutes": minutes,
+                        "val": {"n": val_n, "mIoU": val["mIoU"], "oIoU": val["oIoU"]}})
+        if out_of_time:
+            bar.write(f"time budget of {minutes} min spent at step {step}")
+            break
     return out / "model.safetensors"

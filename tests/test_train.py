@@ -2,6 +2,8 @@
 only when asked (a tiny model, a few steps)."""
 import json
 
+import pytest
+
 import torch
 
 from ptq4ris_core.models import RISConfig, load_model
@@ -77,3 +79,25 @@ def test_data_offset_continues_on_unseen_scenes_and_resumes_there(tmp_path, monk
     assert json.loads((run / "model.json").read_text(encoding="utf-8"))["data_offset"] == 1000
     with pytest.raises(InputError, match="--data-offset"):
         train(tmp_path / "past_the_end", TINY, steps=2, data_offset=SPLIT_SIZES["train"] - 3, **SMALL)
+
+
+def test_a_time_budget_stops_the_run_validated_and_saved_and_the_schedule_follows_time(tmp_path, monkeypatch):
+    from ptq4ris_core import train as train_module
+    from ptq4ris_core.train import lr_at
+    # a clock that moves 10 s per read: a 1-minute budget is spent after a handful of steps, long before 1000
+    clock = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(train_module.time, "time", lambda: float(next(clock)))
+    run = tmp_path / "timed"
+    train(run, TINY, steps=1000, minutes=1.0, device="cpu", **{**SMALL, "val_every": 1000})
+    log = _log(run)
+    vals = [e for e in log if "val_mIoU" in e]
+    assert len(vals) == 1 and 0 < vals[0]["step"] < 20  # validated once, where the time ran out
+    meta = json.loads((run / "model.json").read_text(encoding="utf-8"))
+    assert meta["minutes"] == 1.0 and meta["device"] == "cpu" and meta["step"] == vals[0]["step"]
+    # the cosine over time: the peak just after warm-up, half-way at half the budget, 1 % at its end
+    assert lr_at(10, 1000, 1.0, 1, done=0.0) == 1.0
+    assert abs(lr_at(10, 1000, 1.0, 1, done=0.5) - (0.01 + 0.99 * 0.5)) < 1e-12
+    assert abs(lr_at(10, 1000, 1.0, 1, done=1.3) - 0.01) < 1e-12
+    from ptq4ris_core.errors import InputError
+    with pytest.raises(InputError, match="--minutes"):
+        train(tmp_path / "no_time", TINY, steps=2, minutes=0, **SMALL)

@@ -41,7 +41,7 @@ def save_model(model: RISModel, path: str | Path, extra: dict | None = None, dty
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     params = {n for n, _ in model.named_parameters()}
-    state = {k: _compact(v, dtype if k in params else torch.float32).contiguous() for k, v in _stored_state(model).items()}
+    state = {k: _compact(v.detach().cpu(), dtype if k in params else torch.float32).contiguous() for k, v in _stored_state(model).items()}
     save_file(state, str(path))
     meta = {"config": model.cfg.to_dict(), **(extra or {})}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
