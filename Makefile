@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml ros2_ws/src/ptq4ris_ros/setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[full,ros,test]" -e ros2_ws/src/ptq4ris_ros
+	$(PY) -m pip install -q -e ".[full,ros,test,cluster]" -e ros2_ws/src/ptq4ris_ros
 	@touch $(STAMP)
 
 ## make demo: the main job on the default model (see README)

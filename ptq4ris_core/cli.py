@@ -156,8 +156,15 @@ def cmd_table(a):
     res = method_table(load_model(a.model), split_methods(a.methods), [b for b in a.bits.split(",") if b],
                        a.limit, a.calib, a.seed, out=Path(a.out) if a.out else None,
                        save_dir=Path(a.save) if a.save else None,
-                       deploy=tuple(m for m in (a.deploy or "").split(",") if m), base=a.model, target=a.target)
+                       deploy=tuple(m for m in (a.deploy or "").split(",") if m), base=a.model, target=a.target,
+                       ray=a.ray, workers=a.workers, threads=a.threads)
     print(markdown(res["rows"]))
+    if res["resumed"]:
+        print(f"reused from {a.save}: {', '.join(res['resumed'])}")
+    if res["missing"]:
+        for cell, why in res["missing"].items():
+            print(f"missing cell {cell}: {why}", file=sys.stderr)
+        return 1
 
 
 def cmd_publish(a):
@@ -242,14 +249,38 @@ def _print_bag_summary(s: dict):
 
 
 def cmd_bag_eval(a):
+    from .bags.farm import is_bag_folder_set
+    if is_bag_folder_set(a.bag) or a.ray:
+        return _bag_farm(a)
     from .bags.evaluate import evaluate_bag
     from .engine import Engine
-    engine = Engine.load(a.engine, backend=a.backend, threads=a.threads)
+    engine = Engine.load(a.engine, backend=a.backend, threads=a.threads or 2)
     s = evaluate_bag(a.bag, engine, out=a.out, image_topic=a.image_topic, command_topic=a.command_topic,
                      gt_topic=a.gt_topic, command=a.command)
     _print_bag_summary(s)
     print(f"wall time: {s['wall_s']} s")
     _json_out(a.json, s)
+
+
+def _bag_farm(a):
+    from .bags.farm import farm
+    out = a.out or str(Path(a.bag).with_name(Path(a.bag).name + "_eval"))
+    res = farm(a.bag, a.engine, out, a.backend, a.threads or (1 if a.ray else 2), ray=a.ray, workers=a.workers,
+               topics={"image_topic": a.image_topic, "command_topic": a.command_topic, "gt_topic": a.gt_topic,
+                       "command": a.command})
+    for name, s in res["per_bag"].items():
+        acc = s.get("accuracy")
+        print(f"{name}: " + (f"mIoU {100 * acc['mIoU']:.2f}" if acc else "no ground truth") +
+              f", {s['frames_scored']} frames scored, segment() p50 {s['latency_ms']['segment']['p50']:.1f} ms")
+    p = res["pooled"]
+    print(f"all {p['bags']} bags: " + (f"mIoU {100 * p['mIoU']:.2f} over {p['frames_scored']} frames" if "mIoU" in p
+                                       else "no ground truth") + f"; per-bag reports in {res['out']}")
+    if res["resumed"]:
+        print(f"reused: {', '.join(res['resumed'])}")
+    _json_out(a.json, res)
+    for name, why in res["missing"].items():
+        print(f"missing bag {name}: {why}", file=sys.stderr)
+    return 1 if res["missing"] else 0
 
 
 def cmd_bag_replay(a):
@@ -285,7 +316,7 @@ def _bag_parsers(sub):
     m.set_defaults(func=cmd_bag_make)
 
     def topics(q):
-        q.add_argument("bag", help="the bag folder (or .mcap / .db3 file's folder)")
+        q.add_argument("bag", help="the bag folder (or .mcap / .db3 file's folder); for 'eval', also a folder of bags")
         q.add_argument("--image-topic", help="default: /camera/image_raw or the bag's only image topic")
         q.add_argument("--command-topic", help="default: /command or the bag's only std_msgs/String topic")
         q.add_argument("--gt-topic", help="ground-truth masks (default /ground_truth/mask when present)")
@@ -299,7 +330,13 @@ def _bag_parsers(sub):
     topics(e)
     e.add_argument("--engine", required=True, help="an engine folder from 'ptq4ris export'")
     e.add_argument("--backend", default="auto", help=BACKEND_HELP)
-    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--threads", type=int, help="runtime threads (default 2; with --ray, per bag: 1)")
+    e.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="a folder of bags scored as Ray tasks, one bag each: on a Ray started here (no ADDRESS) or "
+                   "on the cluster whose head is ADDRESS (HOST:PORT). Without --ray a folder of bags is scored here "
+                   "one bag after another; either way each bag's summary goes to --out as it finishes and a re-run "
+                   "scores only the missing bags")
+    e.add_argument("--workers", type=int, help="with --ray: bags at a time on a local Ray (default: the CPU count)")
     e.set_defaults(func=cmd_bag_eval)
 
     r = bs.add_parser("replay", help="replay a bag into the live node over DDS and score what it publishes",
@@ -428,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--save", help="keep every calibrated cell in this folder (loadable with 'eval --quantized')")
     tb.add_argument("--deploy", help="methods whose cells are also exported as integer engines and evaluated on "
                     "ONNX Runtime and OpenVINO, e.g. --deploy ptq4ris (simulated and deployed side by side)")
+    tb.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                    help="run the cells as Ray tasks: on a Ray started here (no ADDRESS, or 'local'), or on the "
+                    "cluster whose head is ADDRESS (HOST:PORT). Finished cells are written as they come (with "
+                    "--save, a re-run reuses them); a worker that dies is retried, a cell that fails is reported")
+    tb.add_argument("--workers", type=int, help="with --ray local: cells at a time (default: the CPU count)")
+    tb.add_argument("--threads", type=int, default=1, help="with --ray: math threads per cell (default 1)")
     tb.add_argument("--target", choices=TARGETS, default="portable", help="simulate and export every cell with "
                     "its weights as this export target stores them (default portable; see 'ptq4ris export --help')")
     tb.set_defaults(func=cmd_table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .calib.calibrate import CalibrationSet, calibrate
@@ -19,37 +20,84 @@ COLUMNS = ("mIoU", "oIoU", "prec@0.5", "prec@0.9")
 def method_table(fp_model, methods: list[str], bits: list[str], limit: int = 1000, calib_n: int = 32,
                  seed: int = 0, progress: bool = True, out: Path | None = None, on_cell=None,
                  save_dir: Path | None = None, deploy: tuple = (), backends: tuple = ("onnxruntime", "openvino"),
-                 base: str = "default", target: str = "portable") -> dict:
-    """``save_dir``: keep each calibrated cell there (DIR/<method>_<bits>). ``deploy``: methods whose cells are
-    also exported as integer engines and evaluated on each runtime in ``backends`` (simulated and deployed
-    side by side). ``base``: the FP model's name or path, recorded in each saved cell. ``target``: each cell is
-    simulated with its weights as that export target stores them, and deployed to it (engine/targets.py)."""
-    from .engine.targets import weights_for_target
+                 base: str = "default", target: str = "portable", ray: str | None = None,
+                 workers: int | None = None, threads: int = 1) -> dict:
+    """``save_dir``: keep each calibrated cell there (DIR/<method>_<bits>) and its row (DIR/<cell>.row.json): a
+    re-run with the same folder reuses the finished cells. ``deploy``: methods whose cells are also exported as
+    integer engines and evaluated on each runtime in ``backends`` (simulated and deployed side by side).
+    ``base``: the FP model's name or path, recorded in each saved cell, and what a Ray worker loads.
+    ``target``: each cell is simulated with its weights as that export target stores them, and deployed to it
+    (engine/targets.py). ``ray``: run the cells on Ray ("local", or HOST:PORT), ``workers`` at a time locally,
+    ``threads`` each; ``fp_model`` then only scores the FP32 row."""
+    from .cluster.tasks import Task, folder_lock, run_tasks
     import tempfile
     cells = Path(save_dir) if save_dir else Path(tempfile.mkdtemp(prefix="ptq4ris_cells_"))
+    specs = [Cell(name, b.upper(), limit, calib_n, seed, target, name.split("@")[0].split(":")[0] in deploy,
+                  tuple(backends), save_dir is not None) for b in bits for name in methods]
+    for c in specs:
+        parse_bits(c.bits)
+        cell_method(c.name, c.bits)  # a bad method or option fails here, before any cell runs
+    source = fp_model if ray is None else base
     rows = [{"method": "FP32", "bits": "-", **_scores(evaluate_model(fp_model, "test", limit, progress=progress)),
              "calib_s": None}]
-    for b in bits:
-        w, a = parse_bits(b)
-        for name in methods:
-            method, options = cell_method(name, b)  # "ptq4ris:rorq=element,drq=false", "ptq4ris@preset"
-            cell = f"{re.sub(r'[^A-Za-z0-9_.=+-]', '_', name)}_{b.upper()}"  # one folder name, whatever the options
-            partial = cells / f"{cell}.partial" if save_dir is not None else None  # resumable reconstruction
-            model, report = calibrate(fp_model, get_method(method, **options), w, a,
-                                      CalibrationSet(calib_n, seed), progress=progress, resume_dir=partial)
-            with weights_for_target(model, target) as stored:
-                scores = _scores(evaluate_model(model, "test", limit, progress=progress))
-            rows.append({"method": name, "bits": b.upper(), **scores, "calib_s": report["seconds"], "target": stored})
-            if save_dir is not None or method in deploy:
-                rows[-1]["deployed"] = _save_and_deploy(model, report, cells, base, cell,
-                                                        method in deploy, backends, limit, progress, stored)
-            if partial is not None:
-                shutil.rmtree(partial, ignore_errors=True)
-            if on_cell:
-                on_cell(rows[-1])
-            if out:
-                write(rows, out, limit, calib_n)
-    return {"rows": rows, "limit": limit, "calib_n": calib_n}
+    tasks = [Task(c.folder, run_cell, (c, source, base, str(cells), progress and ray is None),
+                  cells / f"{c.folder}.row.json", settings={**asdict(c), "backends": list(c.backends), "base": base})
+             for c in specs]
+
+    def finished(key, row):
+        if on_cell:
+            on_cell(row)
+        if out:
+            write(rows + [r for r in (got.get(t.key) for t in tasks) if r], out, limit, calib_n)
+
+    got: dict = {}
+    with folder_lock(cells):
+        outcome = run_tasks(tasks, ray, workers, threads, progress=progress,
+                            on_result=lambda k, r: (got.__setitem__(k, r), finished(k, r)))
+    rows += list(outcome.results.values())
+    if out:
+        write(rows, out, limit, calib_n)
+    return {"rows": rows, "limit": limit, "calib_n": calib_n, "missing": outcome.failed, "resumed": outcome.resumed}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (method, bits) cell of the table and how it is scored: what a task needs, picklable."""
+    name: str       # "ptq4ris:rorq=element", "ptq4ris@preset:recon=true"
+    bits: str       # "W4A4"
+    limit: int
+    calib_n: int
+    seed: int
+    target: str
+    deploy: bool
+    backends: tuple
+    keep: bool      # keep the calibrated model in the cells folder
+
+    @property
+    def folder(self) -> str:
+        return f"{re.sub(r'[^A-Za-z0-9_.=+-]', '_', self.name)}_{self.bits}"  # one name, whatever the options
+
+
+def run_cell(cell: Cell, fp_source, base: str, cells: str, progress: bool = True) -> dict:
+    """Calibrate and score one cell (``fp_source``: the FP model, or its name or path ``base`` to load)."""
+    from .engine.targets import weights_for_target
+    from .models import load_model
+    fp_model = load_model(fp_source) if isinstance(fp_source, (str, Path)) else fp_source
+    root = Path(cells)
+    w, a = parse_bits(cell.bits)
+    method, options = cell_method(cell.name, cell.bits)
+    partial = root / f"{cell.folder}.partial" if cell.keep else None  # resumable reconstruction
+    model, report = calibrate(fp_model, get_method(method, **options), w, a, CalibrationSet(cell.calib_n, cell.seed),
+                              progress=progress, resume_dir=partial)
+    with weights_for_target(model, cell.target) as stored:
+        scores = _scores(evaluate_model(model, "test", cell.limit, progress=progress))
+    row = {"method": cell.name, "bits": cell.bits, **scores, "calib_s": report["seconds"], "target": stored}
+    if cell.keep or cell.deploy:
+        row["deployed"] = _save_and_deploy(model, report, root, base, cell.folder, cell.deploy, cell.backends,
+                                           cell.limit, progress, stored)
+    if partial is not None:
+        shutil.rmtree(partial, ignore_errors=True)
+    return row
 
 
 def split_methods(text: str) -> list[str]:

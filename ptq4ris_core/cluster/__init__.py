@@ -1,0 +1,1 @@
+"""Scale-out: independent tasks (table cells, bags) here or on a Ray cluster."""
