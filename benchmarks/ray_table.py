@@ -4,7 +4,7 @@ a worker mid-run.
     .venv/bin/python benchmarks/ray_table.py overhead --limit 200 --json out.json
     .venv/bin/python benchmarks/ray_table.py chaos --nodes 8 --cells 32 --json out.json
 
-overhead: the same 4 cells (rtn and ptq4vit at W8A8 and W4A8 on the default model) in one process, then on a
+overhead: the same 4 cells (rtn and repqvit at W8A8 and W4A8 on the default model) in one process, then on a
 local Ray of 2 workers with one thread each, each into a fresh folder; wall times side by side and whether
 the rows are equal. chaos: ``ray.cluster_utils.Cluster`` with ``--nodes`` nodes of one CPU each on this machine,
 a table of ``--cells`` cells (RTN at several bit settings and calibration seeds, on a small model so that
@@ -27,7 +27,7 @@ def overhead(a):
     from ptq4ris_core.table import method_table
     root = Path(tempfile.mkdtemp(prefix="ray_table_"))
     kw = dict(limit=a.limit, calib_n=a.calib, progress=False, base="default")
-    methods, bits = ["rtn", "ptq4vit"], ["W8A8", "W4A8"]
+    methods, bits = ["rtn", "repqvit"], ["W8A8", "W4A8"]
     t = time.time()
     here = method_table(load_model("default"), methods, bits, save_dir=root / "here", **kw)
     t_here = time.time() - t
