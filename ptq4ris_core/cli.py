@@ -270,8 +270,9 @@ def _bag_farm(a):
                        "command": a.command})
     for name, s in res["per_bag"].items():
         acc = s.get("accuracy")
+        seg = s["latency_ms"].get("segment", {"n": 0})
         print(f"{name}: " + (f"mIoU {100 * acc['mIoU']:.2f}" if acc else "no ground truth") +
-              f", {s['frames_scored']} frames scored, segment() p50 {s['latency_ms']['segment']['p50']:.1f} ms")
+              f", {s['frames_scored']} frames scored" + (f", segment() p50 {seg['p50']:.1f} ms" if seg["n"] else ""))
     p = res["pooled"]
     print(f"all {p['bags']} bags: " + (f"mIoU {100 * p['mIoU']:.2f} over {p['frames_scored']} frames" if "mIoU" in p
                                        else "no ground truth") + f"; per-bag reports in {res['out']}")

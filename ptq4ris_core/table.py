@@ -29,32 +29,34 @@ def method_table(fp_model, methods: list[str], bits: list[str], limit: int = 100
     ``target``: each cell is simulated with its weights as that export target stores them, and deployed to it
     (engine/targets.py). ``ray``: run the cells on Ray ("local", or HOST:PORT), ``workers`` at a time locally,
     ``threads`` each; ``fp_model`` then only scores the FP32 row."""
-    from .cluster.tasks import Task, folder_lock, run_tasks
+    from .cluster.tasks import Task, check_ray, folder_lock, run_tasks
     import tempfile
+    check_ray(ray)  # an unreachable cluster is named before any work
     cells = Path(save_dir) if save_dir else Path(tempfile.mkdtemp(prefix="ptq4ris_cells_"))
-    specs = [Cell(name, b.upper(), limit, calib_n, seed, target, name.split("@")[0].split(":")[0] in deploy,
-                  tuple(backends), save_dir is not None) for b in bits for name in methods]
-    for c in specs:
-        parse_bits(c.bits)
-        cell_method(c.name, c.bits)  # a bad method or option fails here, before any cell runs
+    specs = []
+    for b in bits:
+        parse_bits(b)
+        for name in methods:
+            method = cell_method(name, b)[0]  # a bad method or option fails here, before any cell runs
+            specs.append(Cell(name, b.upper(), limit, calib_n, seed, target, method in deploy, tuple(backends),
+                              save_dir is not None))
     source = fp_model if ray is None else base
-    rows = [{"method": "FP32", "bits": "-", **_scores(evaluate_model(fp_model, "test", limit, progress=progress)),
-             "calib_s": None}]
     tasks = [Task(c.folder, run_cell, (c, source, base, str(cells), progress and ray is None),
-                  cells / f"{c.folder}.row.json", settings={**asdict(c), "backends": list(c.backends), "base": base})
-             for c in specs]
-
-    def finished(key, row):
-        if on_cell:
-            on_cell(row)
-        if out:
-            write(rows + [r for r in (got.get(t.key) for t in tasks) if r], out, limit, calib_n)
-
-    got: dict = {}
+                  cells / f"{c.folder}.row.json", settings={**asdict(c), "base": base}) for c in specs]
     with folder_lock(cells):
-        outcome = run_tasks(tasks, ray, workers, threads, progress=progress,
-                            on_result=lambda k, r: (got.__setitem__(k, r), finished(k, r)))
-    rows += list(outcome.results.values())
+        rows = [{"method": "FP32", "bits": "-", **_scores(evaluate_model(fp_model, "test", limit, progress=progress)),
+                 "calib_s": None}]
+        finished = []
+
+        def on_result(_key, row):
+            finished.append(row)
+            if on_cell:
+                on_cell(row)
+            if out:
+                write(rows + finished, out, limit, calib_n)
+
+        outcome = run_tasks(tasks, ray, workers, threads, progress=progress, on_result=on_result)
+    rows += list(outcome.results.values())  # in the table's order, the reused cells too
     if out:
         write(rows, out, limit, calib_n)
     return {"rows": rows, "limit": limit, "calib_n": calib_n, "missing": outcome.failed, "resumed": outcome.resumed}

@@ -13,10 +13,13 @@ from ..cluster.tasks import Task, folder_lock, run_tasks
 from .errors import BagError
 
 
+def _bag_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if (p / "metadata.yaml").is_file()) if folder.is_dir() else []
+
+
 def find_bags(folder) -> list[Path]:
     """The rosbag2 folders (each with its metadata.yaml) directly under ``folder``."""
-    folder = Path(folder)
-    bags = sorted(p for p in folder.iterdir() if (p / "metadata.yaml").is_file()) if folder.is_dir() else []
+    bags = _bag_dirs(Path(folder))
     if not bags:
         raise BagError(f"{folder} holds no rosbag2 folders (a folder with metadata.yaml each); give one bag, or a "
                        f"folder of bags")
@@ -24,8 +27,9 @@ def find_bags(folder) -> list[Path]:
 
 
 def is_bag_folder_set(path) -> bool:
+    """A folder of bags rather than one bag."""
     p = Path(path)
-    return p.is_dir() and not (p / "metadata.yaml").exists() and any((c / "metadata.yaml").is_file() for c in p.iterdir())
+    return not (p / "metadata.yaml").exists() and bool(_bag_dirs(p))
 
 
 def score_bag(bag: str, engine_dir: str, backend: str, threads: int, topics: dict, out: str) -> dict:

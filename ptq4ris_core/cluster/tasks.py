@@ -120,6 +120,12 @@ def check_address(address: str, timeout: float = 5.0) -> None:
                          f"head machine, or use --ray local") from None
 
 
+def check_ray(address: str | None) -> None:
+    """Nothing to check for a run here (None) or a Ray started here ("local"); else the cluster must answer."""
+    if address not in (None, "local"):
+        check_address(address)
+
+
 def run_tasks(tasks: list[Task], ray_address: str | None = None, workers: int | None = None, threads: int = 1,
               retries: int = 3, progress: bool = True, on_result: Callable | None = None) -> Outcome:
     """Run the tasks not yet done: here, one after another (``ray_address`` None), or on Ray."""
@@ -158,8 +164,7 @@ def _run_on_ray(todo, address, workers, threads, retries, done: Outcome, bar, on
     except ImportError:
         raise InputError("--ray needs Ray on this machine and on the cluster's: pip install 'ptq4ris-core[cluster]' "
                          "(or run without --ray, here, one task after another)") from None
-    if address != "local":
-        check_address(address)
+    check_ray(address)
     started_here = not ray.is_initialized()
     if started_here:
         kw = {"address": None if address == "local" else address, "include_dashboard": False,
