@@ -28,10 +28,13 @@ BACKEND_HELP = ("auto | onnxruntime | openvino, optionally with ':PRECISION' for
 def cmd_train(a):
     from .models import RISConfig
     from .train import train
-    cfg = RISConfig(image_size=a.image_size, embed_dim=a.embed_dim)
+    cfg = RISConfig(image_size=a.image_size or 128, embed_dim=a.embed_dim)
     if a.init:
         from .models import load_model
+        from .models.resize import resized_config
         cfg = load_model(a.init).cfg
+        if a.image_size and a.image_size != cfg.image_size:
+            cfg = resized_config(cfg, a.image_size)
     command = "ptq4ris " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     path = train(Path(a.out), cfg, a.steps, a.batch, a.lr, warmup=a.warmup, val_every=a.val_every,
                  val_n=a.val_n, seed=a.seed, bf16=a.precision, workers=a.workers, command=command,
@@ -369,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int, default=500)
     t.add_argument("--val-every", type=int, default=1000, help="validate and checkpoint every N steps")
     t.add_argument("--val-n", type=int, default=256, help="validation scenes per check")
-    t.add_argument("--image-size", type=int, default=128)
+    t.add_argument("--image-size", type=int, help="model input in pixels (default 128; with --init, the init "
+                   "model's, or another size to fine-tune it at: its attention window then adapts, e.g. 6 at 192)")
     t.add_argument("--embed-dim", type=int, default=48)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--workers", type=int, default=1, help="scene-generating worker processes")
@@ -380,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     precision.add_argument("--bf16", dest="precision", action="store_true",
                            help="bf16 autocast (default on a GPU, and where the CPU has AVX512-BF16 or AMX: ~3.6x faster there)")
     t.add_argument("--init", help="start from these weights ('default' or a .safetensors file; their config wins "
-                   "over --image-size/--embed-dim) instead of from scratch")
+                   "over --embed-dim) instead of from scratch")
     t.add_argument("--text-lr", type=float, help="fine-tune the MiniLM text encoder with this peak learning rate "
                    "(e.g. 3e-5; default: frozen). Its weights are then saved too (45 MB more)")
     t.add_argument("--data-offset", type=int, default=0, help="index of the first train scene (e.g. 352000 to "

@@ -22,6 +22,7 @@ from .data.torch_dataset import SceneDataset, collate
 from .errors import InputError
 from .evaluate import evaluate_model
 from .models import Preprocessor, RISConfig, build_model, load_model, save_model
+from .models.resize import carry_weights
 
 
 def ris_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -129,7 +130,7 @@ def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e
         start = state["step"]
         print(f"resuming from step {start}", file=sys.stderr)
     elif init is not None:
-        model.load_state_dict(load_model(init).state_dict())
+        model.load_state_dict(carry_weights(load_model(init), cfg))  # cfg may set another input size
         print(f"starting from the weights of {init}", file=sys.stderr)
     data = SceneDataset("train", (steps - start) * batch, cfg.image_size, seed=seed, offset=data_offset + start * batch,
                         variety=variety)

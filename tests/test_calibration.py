@@ -230,3 +230,24 @@ def test_bias_correction_removes_the_mean_output_error_and_survives_save_load():
         assert torch.equal(lin.bias, bias)
     m.finish(LayerInfo("x", lin, "linear", "generic", 0, "fusion"), [x], fp_out)
     assert not torch.equal(lin.bias, bias)
+
+
+def test_part_off_brings_back_the_float_model_one_part_at_a_time(tiny_base):
+    from ptq4ris_core.experiments.part_off import set_part_quantizers
+    from ptq4ris_core.experiments.sensitivity import PARTS
+    _, fp = tiny_base
+    model, _ = calibrate(fp, get_method("ptq4ris"), 6, 6, CalibrationSet(n=2), progress=False)
+    batch = example_batch(fp.cfg)
+    with torch.no_grad():
+        ref, quant = fp(*batch), model(*batch)
+        assert set_part_quantizers(model, PARTS["decoder"], False) > 0
+        decoder_float = model(*batch)
+        for patterns in PARTS.values():
+            set_part_quantizers(model, patterns, False)
+        all_float = model(*batch)
+        for patterns in PARTS.values():
+            set_part_quantizers(model, patterns, True)
+        again = model(*batch)
+    assert torch.allclose(all_float, ref, atol=1e-4)  # every quantizer of the model lies in one of the parts
+    assert not torch.allclose(decoder_float, quant, atol=1e-4) and not torch.allclose(decoder_float, ref, atol=1e-4)
+    assert torch.equal(again, quant)

@@ -40,11 +40,24 @@ class RISConfig:
         return asdict(self)
 
 
+def stage_sizes(image_size: int, stages: int) -> list[int]:
+    """Tokens a side in each stage: a 4-pixel patch embedding, then each merge halves the map."""
+    return [image_size // 4 >> i for i in range(stages)]
+
+
+def window_fits(image_size: int, stages: int, window: int) -> bool:
+    """Whether ``window`` (clamped to small maps, as ``SwinStage`` does) tiles every stage's map."""
+    return all(r > 0 and r % min(window, r) == 0 for r in stage_sizes(image_size, stages))
+
+
 class RISModel(nn.Module):
     """``forward(image, ids, mask) -> logits`` (B, 2, H, W); ``image`` normalised (B, 3, H, W)."""
 
     def __init__(self, cfg: RISConfig, text_encoder: TextEncoder | None = None):
         super().__init__()
+        if not window_fits(cfg.image_size, len(cfg.depths), cfg.window):
+            raise ValueError(f"window {cfg.window} does not tile the token maps {stage_sizes(cfg.image_size, len(cfg.depths))}"
+                             f" of a {cfg.image_size} px input; build the config with models.resize.resized_config")
         self.cfg = cfg
         self.text_encoder = text_encoder or TextEncoder()
         dims = tuple(cfg.embed_dim * 2 ** i for i in range(len(cfg.depths)))

@@ -1,0 +1,82 @@
+"""Where a calibrated model's drop lives: its quantizers switched off one part at a time, without
+recalibrating, each run scored on the same scenes. Cheaper than ``sensitivity`` (one calibration, one
+evaluation per part) and it reads any split, so it shows which part loses on a scene style the
+calibration never drew from. Later layers were calibrated on the quantized outputs of earlier ones, so a
+part's figure is what its quantizers cost in this calibration, not a recalibrated optimum.
+
+    python -m ptq4ris_core.experiments.part_off --quantized runs/w8a8 --split heldout --out docs/results/x
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from .sensitivity import PARTS
+
+
+def set_part_quantizers(model, patterns, enabled: bool) -> int:
+    """Switch every quantizer inside modules matching ``patterns`` on or off; returns how many."""
+    from ..quant.base import Quantizer
+    n = 0
+    for name, module in model.named_modules():
+        if isinstance(module, Quantizer) and any(fnmatchcase(name, p) for p in patterns):
+            module.enabled = enabled
+            n += 1
+    return n
+
+
+def part_off(folder, split: str = "test", limit: int = 1000, parts: dict = PARTS, progress: bool = True) -> dict:
+    from ..calib.saved import load_quantized
+    from ..evaluate import evaluate_model
+    from ..models import load_model
+    model, meta = load_quantized(folder)
+    score = lambda m: evaluate_model(m, split, limit, progress=progress)  # noqa: E731
+    rows = [{"float": "FP32 model", **_short(score(load_model(meta["base"]["name"])))},
+            {"float": "nothing (as calibrated)", **_short(score(model))}]
+    for part, patterns in parts.items():
+        n = set_part_quantizers(model, patterns, False)
+        rows.append({"float": part, "quantizers_off": n, **_short(score(model))})
+        set_part_quantizers(model, patterns, True)
+    return {"quantized": str(folder), "bits": meta["bits"], "method": meta["method"], "split": split,
+            "limit": limit, "rows": rows}
+
+
+def _short(scores: dict) -> dict:
+    row = {"mIoU": round(100 * scores["mIoU"], 2), "oIoU": round(100 * scores["oIoU"], 2)}
+    row.update({k: round(100 * v["mIoU"], 2) for k, v in scores.get("by_kind", {}).items()})
+    return row
+
+
+def markdown(res: dict) -> str:
+    kinds = [k for k in res["rows"][0] if k not in ("float", "mIoU", "oIoU", "quantizers_off")]
+    quant = res["rows"][1]["mIoU"]
+    lines = [f"{res['method']} {res['bits']} ({res['quantized']}), one part's quantizers off, {res['limit']} "
+             f"{res['split']} scenes", "",
+             "| in float | mIoU | won back | oIoU | " + " | ".join(kinds) + " |",
+             "|---" * (4 + len(kinds)) + "|"]
+    for r in res["rows"]:
+        lines.append(f"| {r['float']} | {r['mIoU']:.2f} | {r['mIoU'] - quant:+.2f} | {r['oIoU']:.2f} | "
+                     + " | ".join(f"{r[k]:.2f}" for k in kinds) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quantized", required=True, help="a folder written by 'ptq4ris calibrate'")
+    ap.add_argument("--split", default="test", help="test, val or heldout (default test)")
+    ap.add_argument("--limit", type=int, default=1000, help="scenes per run (default 1000)")
+    ap.add_argument("--out", type=Path, help="path stem for the Markdown and JSON")
+    args = ap.parse_args(argv)
+    res = part_off(args.quantized, args.split, args.limit)
+    text = markdown(res)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+        args.out.with_suffix(".md").write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
