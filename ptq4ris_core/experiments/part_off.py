@@ -27,20 +27,24 @@ def set_part_quantizers(model, patterns, enabled: bool) -> int:
     return n
 
 
-def part_off(folder, split: str = "test", limit: int = 1000, parts: dict = PARTS, progress: bool = True) -> dict:
+def part_off(folder, split: str = "test", limit: int = 1000, parts: dict = PARTS, target: str = "portable",
+             progress: bool = True) -> dict:
+    """``target``: the weights as an engine of that export target stores them (``ptq4ris eval``'s default too)."""
     from ..calib.saved import load_quantized
+    from ..engine.targets import weights_for_target
     from ..evaluate import evaluate_model
     from ..models import load_model
     model, meta = load_quantized(folder)
     score = lambda m: evaluate_model(m, split, limit, progress=progress)  # noqa: E731
-    rows = [{"float": "FP32 model", **_short(score(load_model(meta["base"]["name"])))},
-            {"float": "nothing (as calibrated)", **_short(score(model))}]
-    for part, patterns in parts.items():
-        n = set_part_quantizers(model, patterns, False)
-        rows.append({"float": part, "quantizers_off": n, **_short(score(model))})
-        set_part_quantizers(model, patterns, True)
-    return {"quantized": str(folder), "bits": meta["bits"], "method": meta["method"], "split": split,
-            "limit": limit, "rows": rows}
+    rows = [{"float": "FP32 model", **_short(score(load_model(meta["base"]["name"])))}]
+    with weights_for_target(model, target) as target:
+        rows.append({"float": "nothing (as calibrated)", **_short(score(model))})
+        for part, patterns in parts.items():
+            n = set_part_quantizers(model, patterns, False)
+            rows.append({"float": part, "quantizers_off": n, **_short(score(model))})
+            set_part_quantizers(model, patterns, True)
+    return {"quantized": str(folder), "bits": meta["bits"], "method": meta["method"], "target": target,
+            "split": split, "limit": limit, "rows": rows}
 
 
 def _short(scores: dict) -> dict:
@@ -52,8 +56,8 @@ def _short(scores: dict) -> dict:
 def markdown(res: dict) -> str:
     kinds = [k for k in res["rows"][0] if k not in ("float", "mIoU", "oIoU", "quantizers_off")]
     quant = res["rows"][1]["mIoU"]
-    lines = [f"{res['method']} {res['bits']} ({res['quantized']}), one part's quantizers off, {res['limit']} "
-             f"{res['split']} scenes", "",
+    lines = [f"{res['method']} {res['bits']} ({res['quantized']}, weights as target {res['target']} stores them), one "
+             f"part's quantizers off, {res['limit']} {res['split']} scenes", "",
              "| in float | mIoU | won back | oIoU | " + " | ".join(kinds) + " |",
              "|---" * (4 + len(kinds)) + "|"]
     for r in res["rows"]:
@@ -67,9 +71,12 @@ def main(argv=None):
     ap.add_argument("--quantized", required=True, help="a folder written by 'ptq4ris calibrate'")
     ap.add_argument("--split", default="test", help="test, val or heldout (default test)")
     ap.add_argument("--limit", type=int, default=1000, help="scenes per run (default 1000)")
+    from ..engine.cpu import TARGETS
+    ap.add_argument("--target", choices=TARGETS, default="portable",
+                    help="simulate the weights as an engine of this export target stores them (default portable)")
     ap.add_argument("--out", type=Path, help="path stem for the Markdown and JSON")
     args = ap.parse_args(argv)
-    res = part_off(args.quantized, args.split, args.limit)
+    res = part_off(args.quantized, args.split, args.limit, target=args.target)
     text = markdown(res)
     print(text)
     if args.out:
