@@ -28,13 +28,13 @@ BACKEND_HELP = ("auto | onnxruntime | openvino, optionally with ':PRECISION' for
 def cmd_train(a):
     from .models import RISConfig
     from .train import train
-    cfg = RISConfig(image_size=a.image_size or 128, embed_dim=a.embed_dim)
+    from .models.resize import resized_config
+    cfg = RISConfig(embed_dim=a.embed_dim)
     if a.init:
         from .models import load_model
-        from .models.resize import resized_config
         cfg = load_model(a.init).cfg
-        if a.image_size and a.image_size != cfg.image_size:
-            cfg = resized_config(cfg, a.image_size)
+    if a.image_size and a.image_size != cfg.image_size:
+        cfg = resized_config(cfg, a.image_size)  # the window that tiles this size's token maps
     command = "ptq4ris " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     path = train(Path(a.out), cfg, a.steps, a.batch, a.lr, warmup=a.warmup, val_every=a.val_every,
                  val_n=a.val_n, seed=a.seed, bf16=a.precision, workers=a.workers, command=command,

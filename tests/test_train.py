@@ -101,3 +101,21 @@ def test_a_time_budget_stops_the_run_validated_and_saved_and_the_schedule_follow
     from ptq4ris_core.errors import InputError
     with pytest.raises(InputError, match="--minutes"):
         train(tmp_path / "no_time", TINY, steps=2, minutes=0, **SMALL)
+
+
+def test_init_at_another_input_size_keeps_every_weight_but_the_position_biases(tmp_path):
+    from ptq4ris_core.models.resize import resized_config
+    base = tmp_path / "base"
+    train(base, TINY, steps=1, **SMALL)
+    init = base / "model.safetensors"
+    bigger = resized_config(TINY, 96)  # maps of 24, 12, 6 and 3 tokens: a window of 3
+    run = tmp_path / "at96"
+    train(run, bigger, steps=1, lr=0.0, init=str(init), **SMALL)
+    start, after = load_model(init).state_dict(), load_model(run / "model.safetensors")
+    assert (after.cfg.image_size, after.cfg.window) == (96, 3)
+    state = after.state_dict()
+    for k, _ in after.named_parameters():
+        if k.endswith("relative_position_bias_table"):
+            assert state[k].shape[0] == 25  # (2 * 3 - 1) ** 2 offsets
+        elif not k.startswith("text_encoder."):
+            assert torch.allclose(state[k], start[k], atol=1e-3), k
