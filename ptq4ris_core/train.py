@@ -130,7 +130,7 @@ def train(out: Path, cfg: RISConfig, steps: int, batch: int = 32, lr: float = 1e
         start = state["step"]
         print(f"resuming from step {start}", file=sys.stderr)
     elif init is not None:
-        model.load_state_dict(carry_weights(load_model(init), cfg))  # cfg may set another input size
+        model.load_state_dict(carry_weights(load_model(init), model))  # cfg may set another input size
         print(f"starting from the weights of {init}", file=sys.stderr)
     data = SceneDataset("train", (steps - start) * batch, cfg.image_size, seed=seed, offset=data_offset + start * batch,
                         variety=variety)

@@ -37,14 +37,14 @@ def test_carried_model_equals_the_original_at_its_own_size_and_runs_at_another(t
     pre = Preprocessor(tiny_model.cfg)
     ids, mask = pre.texts(["the red circle"])
     same = RISModel(tiny_model.cfg, tiny_model.text_encoder).eval()
-    same.load_state_dict(carry_weights(tiny_model, tiny_model.cfg))
+    same.load_state_dict(carry_weights(tiny_model, same))
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(same(x, ids, mask), tiny_model(x, ids, mask))
     cfg = resized_config(tiny_model.cfg, 96)  # 24, 12, 6, 3 tokens a side: a window of 3
     assert cfg.window == 3
     big = RISModel(cfg, tiny_model.text_encoder).eval()
-    big.load_state_dict(carry_weights(tiny_model, cfg))
+    big.load_state_dict(carry_weights(tiny_model, big))
     with torch.no_grad():
         out = big(torch.randn(1, 3, 96, 96), ids, mask)
     assert out.shape == (1, 2, 96, 96) and torch.isfinite(out).all()

@@ -34,9 +34,9 @@ def rescale_bias_table(table: torch.Tensor, new_window: int, scale: float) -> to
     """A ((2w-1)^2, heads) relative position bias table for windows of ``new_window``, whose offset d reads the
     old table at d * ``scale`` (``scale``: old input size / new input size)."""
     old_side, heads = round(table.shape[0] ** 0.5), table.shape[1]
-    grid = table.T.reshape(1, heads, old_side, old_side)
     if old_side == 1:
         return table.repeat((2 * new_window - 1) ** 2, 1)
+    grid = table.T.reshape(1, heads, old_side, old_side)
     offsets = (torch.arange(-(new_window - 1), new_window, dtype=table.dtype) * scale / ((old_side - 1) / 2)).clamp(-1, 1)
     ys, xs = torch.meshgrid(offsets, offsets, indexing="ij")  # table rows: (dy, dx), dy first
     where = torch.stack([xs, ys], -1)[None]  # grid_sample takes (x, y) in [-1, 1] (align_corners: the end cells)
@@ -44,14 +44,13 @@ def rescale_bias_table(table: torch.Tensor, new_window: int, scale: float) -> to
     return out.reshape(heads, -1).T
 
 
-def carry_weights(model: RISModel, cfg: RISConfig) -> dict:
-    """``model``'s state dict for a model built with ``cfg`` (another input size and window)."""
-    from .store import build_model
-    target = build_model(cfg, pretrained_text=False).state_dict()
-    scale = model.cfg.image_size / cfg.image_size
+def carry_weights(source: RISModel, target: RISModel) -> dict:
+    """``source``'s state dict for ``target``, a model built for another input size (and window)."""
+    shapes = {k: v.shape for k, v in target.state_dict().items()}
+    scale = source.cfg.image_size / target.cfg.image_size
     out = {}
-    for k, v in model.state_dict().items():
-        want = target[k].shape
+    for k, v in source.state_dict().items():
+        want = shapes[k]
         if k.endswith("relative_position_bias_table") and (v.shape != want or scale != 1):
             v = rescale_bias_table(v, round((want[0] ** 0.5 + 1) / 2), scale)
         if v.shape != want:

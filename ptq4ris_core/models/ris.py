@@ -55,21 +55,20 @@ class RISModel(nn.Module):
 
     def __init__(self, cfg: RISConfig, text_encoder: TextEncoder | None = None):
         super().__init__()
+        sizes = stage_sizes(cfg.image_size, len(cfg.depths))
         if not window_fits(cfg.image_size, len(cfg.depths), cfg.window):
-            raise ValueError(f"window {cfg.window} does not tile the token maps {stage_sizes(cfg.image_size, len(cfg.depths))}"
-                             f" of a {cfg.image_size} px input; build the config with models.resize.resized_config")
+            raise ValueError(f"window {cfg.window} does not tile the token maps {sizes} of a {cfg.image_size} px "
+                             f"input; build the config with models.resize.resized_config")
         self.cfg = cfg
         self.text_encoder = text_encoder or TextEncoder()
         dims = tuple(cfg.embed_dim * 2 ** i for i in range(len(cfg.depths)))
         self.patch_embed = PatchEmbed(dims[0])
-        res = cfg.image_size // 4
         self.stages, self.fusions, self.merges = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
-        for i, (d, depth, heads) in enumerate(zip(dims, cfg.depths, cfg.heads)):
+        for i, (d, depth, heads, res) in enumerate(zip(dims, cfg.depths, cfg.heads, sizes)):
             self.stages.append(SwinStage(d, depth, heads, cfg.window, res))
             self.fusions.append(LanguageFusion(d, cfg.text_dim, heads, gate=i < len(dims) - 1))
             if i < len(dims) - 1:
                 self.merges.append(PatchMerging(d))
-                res //= 2
         self.decoder = Decoder(dims, cfg.decoder_width, cfg.stem_width)
 
     def quant_layout(self) -> dict:
