@@ -144,8 +144,16 @@ def cmd_calibrate(a):
             options.append(f"size_mb={a.size_mb}")
             bits = bits or "W8A8"  # the layers outside mix_parts; the size budget is the one that binds
     plan = resolve(load_preset(a.preset) if a.preset else None, a.method, bits, options, a.calib, a.seed)
+    scale_out = None
+    if a.ray is not None:
+        if plan.method.name not in MIXED_METHODS:
+            raise InputError(f"--ray spreads the layer study of the mixed-precision methods ({', '.join(MIXED_METHODS)}); "
+                             f"{plan.method.name} has none (for many calibrations at once: ptq4ris table --ray)")
+        from .cluster.tasks import check_ray
+        check_ray(a.ray)  # an unreachable cluster fails now, not after the profile and importance passes
+        scale_out = {"ray": a.ray, "workers": a.workers, "threads": a.threads}
     partial = Path(a.out) / "partial"  # finished work of a reconstruction, kept until the folder is written
-    model, report = calibrate_plan(load_model(a.model), plan, resume_dir=partial)
+    model, report = calibrate_plan(load_model(a.model), plan, resume_dir=partial, scale_out=scale_out)
     out = save_quantized(model, report, a.out, base=a.model)
     shutil.rmtree(partial, ignore_errors=True)
     print(f"{out}: {plan.method_name} W{plan.w_bits}A{plan.a_bits}, {len(report['layers'])} layers, "
@@ -448,6 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "and bit-operations stay within uniform WNAN's, e.g. --avg-bits 4")
     c.add_argument("--size-mb", type=float, metavar="MB",
                    help="mixed precision: the whole model's size in MB instead (no bit-operations budget)")
+    c.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="mixed precision: measure the layer study's sensitivities as one Ray task per layer, on a "
+                   "Ray started here (no ADDRESS, or 'local') or on the cluster whose head is ADDRESS (HOST:PORT); "
+                   "finished layers are kept beside the study and reused by a re-run")
+    c.add_argument("--workers", type=int, help="with --ray local: layers at a time (default: the CPU count)")
+    c.add_argument("--threads", type=int, default=1, help="with --ray: math threads per layer task (default 1)")
     c.add_argument("--out", required=True, help="output folder")
     c.set_defaults(func=cmd_calibrate)
 

@@ -111,8 +111,8 @@ def resolve(preset: dict | None = None, method: str | None = None, bits: str | N
                            [tuple(o) for o in preset.get("overrides", [])], opts)
 
 
-def calibrate_plan(model, plan: CalibrationPlan, progress: bool = True, resume_dir=None):
-    """(quantized model, report) for a resolved plan (``resume_dir``: see ``calib.calibrate``)."""
+def calibrate_plan(model, plan: CalibrationPlan, progress: bool = True, resume_dir=None, scale_out=None):
+    """(quantized model, report) for a resolved plan (``resume_dir``, ``scale_out``: see ``calib.calibrate``)."""
     from .calib.calibrate import CalibrationSet, calibrate
     return calibrate(model, plan.method, plan.w_bits, plan.a_bits, CalibrationSet(plan.n, plan.seed),
-                     overrides=plan.overrides, progress=progress, resume_dir=resume_dir)
+                     overrides=plan.overrides, progress=progress, resume_dir=resume_dir, scale_out=scale_out)

@@ -251,3 +251,26 @@ def test_part_off_brings_back_the_float_model_one_part_at_a_time(tiny_base):
     assert torch.allclose(all_float, ref, atol=1e-4)  # every quantizer of the model lies in one of the parts
     assert not torch.allclose(decoder_float, quant, atol=1e-4) and not torch.allclose(decoder_float, ref, atol=1e-4)
     assert torch.equal(again, quant)
+
+
+def test_part_off_takes_parts_by_name_and_refuses_one_that_matches_nothing_before_scoring(tiny_base, tmp_path,
+                                                                                           capsys):
+    from ptq4ris_core.calib.saved import save_quantized
+    from ptq4ris_core.experiments import part_off as P
+    base, fp = tiny_base
+    model, report = calibrate(fp, get_method("ptq4ris"), 8, 8, CalibrationSet(n=2), progress=False)
+    folder = save_quantized(model, report, tmp_path / "q", base=base)
+    with pytest.raises(SystemExit):
+        P.main(["--quantized", str(folder), "--part", "no globs"])
+    assert "NAME=GLOB" in capsys.readouterr().err
+    import ptq4ris_core.evaluate as E
+    real = E.evaluate_model
+    E.evaluate_model = lambda *a, **k: pytest.fail("scored before the parts were checked")
+    try:
+        with pytest.raises(ValueError, match="no quantizer's name matches fusions.9"):
+            P.part_off(folder, limit=2, parts={"typo": ["fusions.9.*"]}, progress=False)
+    finally:
+        E.evaluate_model = real
+    res = P.part_off(folder, limit=2, parts={"decoder weights": ["decoder.*.weight_quantizer"]}, progress=False)
+    assert [r["float"] for r in res["rows"]] == ["FP32 model", "nothing (as calibrated)", "decoder weights"]
+    assert res["rows"][2]["quantizers_off"] == len(P.part_quantizers(model, ["decoder.*.weight_quantizer"])) > 0

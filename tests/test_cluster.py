@@ -101,6 +101,48 @@ def test_a_table_on_ray_equals_the_single_process_table(local_ray, tiny_model, t
     assert rows["settings"]["limit"] == 6 and (tmp_path / "there" / "rtn_W8A8").is_dir()
 
 
+def test_the_layer_study_on_ray_resumes_and_equals_the_single_process_study(local_ray, tiny_model, tmp_path,
+                                                                            monkeypatch):
+    import torch
+    from ptq4ris_core.methods import get_method
+    from ptq4ris_core.mixed import scale_out
+    from ptq4ris_core.mixed.study import StudySettings, layer_study
+    settings = StudySettings((4, 8), (4, 8), pairs=2, parts=("decoder",))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each Ray worker: the same float reductions
+    try:
+        here = layer_study(tiny_model, get_method("ptq4ris"), settings, tmp_path / "here.json", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    study = lambda: layer_study(tiny_model, get_method("ptq4ris"), settings, tmp_path / "there.json",  # noqa: E731
+                                progress=False, ray="local")
+    real, resumed = scale_out.run_tasks, []
+
+    def killed_after_two(tasks, *a, **k):  # as a run stopped after two layers: their files stay
+        real(tasks[:2], *a, **k)
+        raise KeyboardInterrupt
+
+    def counting(tasks, *a, **k):
+        out = real(tasks, *a, **k)
+        resumed.extend(out.resumed)
+        return out
+
+    monkeypatch.setattr(scale_out, "run_tasks", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        study()
+    work = tmp_path / "there.work"
+    finished = sorted(p.stem for p in (work / "layers").glob("*.json"))
+    assert len(finished) == 2 and (work / "w8a8.safetensors").exists()
+    monkeypatch.setattr(scale_out, "run_tasks", counting)
+    there = study()
+    assert sorted(resumed) == finished and "w8a8_calibration" not in there["seconds"]  # only the missing layers
+    assert there["key"] == here["key"] and len(there["sensitivity"]) == len(here["layers"]) > 2
+    assert there["sensitivity"] == here["sensitivity"]  # every layer, every candidate, to the last bit
+    assert any(float(s["a"]["4"]) > 0 for s in there["sensitivity"])  # a real measurement, not all zeros
+    assert not work.exists()  # the per-layer files go once the study is written
+    assert study()["cached"]  # and the study is read back, nothing measured
+
+
 def score_and_say_whether_torch_loaded(*args) -> dict:
     import sys
     from ptq4ris_core.bags.farm import score_bag

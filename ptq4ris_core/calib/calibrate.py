@@ -143,17 +143,19 @@ def model_fingerprint(model) -> str:
 
 
 def calibrate(fp_model, method, w_bits: int, a_bits: int, calib: CalibrationSet | None = None,
-              overrides=None, progress: bool = True, resume_dir: Path | None = None):
+              overrides=None, progress: bool = True, resume_dir: Path | None = None, scale_out: dict | None = None):
     """Returns (quantized model, report). Deterministic for a given seed.
 
     ``resume_dir``: where a method with block reconstruction keeps its finished work (the layer-wise
-    calibration, then each block), so that a rerun after an interruption goes on from there."""
+    calibration, then each block), so that a rerun after an interruption goes on from there.
+    ``scale_out``: {"ray": ADDRESS, "workers": N, "threads": N}: a mixed-precision method measures its
+    layer study on Ray."""
     torch.manual_seed(0)
     calib = calib or CalibrationSet()
     pre = Preprocessor(fp_model.cfg)
     batches = calib.build(fp_model.cfg, pre)
     t0 = time.time()
-    bits_plan = method.plan_bits(fp_model, w_bits, a_bits, progress)  # mixed precision: a bit-width per layer
+    bits_plan = method.plan_bits(fp_model, w_bits, a_bits, progress, scale_out)  # mixed precision: a bit-width per layer
     if bits_plan is not None:
         if overrides:  # the user's overrides come last and win; the report says which
             bits_plan["report"]["user_overrides_win"] = [list(o) for o in overrides]

@@ -5,6 +5,9 @@ calibration never drew from. Later layers were calibrated on the quantized outpu
 part's figure is what its quantizers cost in this calibration, not a recalibrated optimum.
 
     python -m ptq4ris_core.experiments.part_off --quantized runs/w8a8 --split heldout --out docs/results/x
+
+Finer parts by name: ``--part "text weights=text_encoder.*.weight_quantizer"`` (repeatable; glob patterns
+over the quantizers' module names, several joined by commas), instead of the four parts of the network.
 """
 from __future__ import annotations
 
@@ -16,15 +19,19 @@ from pathlib import Path
 from .sensitivity import PARTS
 
 
+def part_quantizers(model, patterns) -> list:
+    """The quantizers inside modules whose names match one of ``patterns``."""
+    from ..quant.base import Quantizer
+    return [m for name, m in model.named_modules()
+            if isinstance(m, Quantizer) and any(fnmatchcase(name, p) for p in patterns)]
+
+
 def set_part_quantizers(model, patterns, enabled: bool) -> int:
     """Switch every quantizer inside modules matching ``patterns`` on or off; returns how many."""
-    from ..quant.base import Quantizer
-    n = 0
-    for name, module in model.named_modules():
-        if isinstance(module, Quantizer) and any(fnmatchcase(name, p) for p in patterns):
-            module.enabled = enabled
-            n += 1
-    return n
+    found = part_quantizers(model, patterns)
+    for q in found:
+        q.enabled = enabled
+    return len(found)
 
 
 def part_off(folder, split: str = "test", limit: int = 1000, parts: dict = PARTS, target: str = "portable",
@@ -35,6 +42,10 @@ def part_off(folder, split: str = "test", limit: int = 1000, parts: dict = PARTS
     from ..evaluate import evaluate_model
     from ..models import load_model
     model, meta = load_quantized(folder)
+    for part, patterns in parts.items():  # before any scoring: a typo costs seconds, not a run
+        if not part_quantizers(model, patterns):
+            raise ValueError(f"part {part!r}: no quantizer's name matches {', '.join(patterns)} (names look like "
+                             f"'fusions.0.pwam.key.weight_quantizer')")
     score = lambda m: evaluate_model(m, split, limit, progress=progress)  # noqa: E731
     rows = [{"float": "FP32 model", **_short(score(load_model(meta["base"]["name"])))}]
     with weights_for_target(model, target) as target:
@@ -66,6 +77,14 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse_part(text: str, ap) -> tuple[str, list[str]]:
+    name, sep, globs = text.partition("=")
+    patterns = [g.strip() for g in globs.split(",") if g.strip()]
+    if not sep or not name.strip() or not patterns:
+        ap.error(f"--part {text!r}: give NAME=GLOB[,GLOB...], e.g. --part 'fusion weights=fusions.*.weight_quantizer'")
+    return name.strip(), patterns
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quantized", required=True, help="a folder written by 'ptq4ris calibrate'")
@@ -74,9 +93,13 @@ def main(argv=None):
     from ..engine.cpu import TARGETS
     ap.add_argument("--target", choices=TARGETS, default="portable",
                     help="simulate the weights as an engine of this export target stores them (default portable)")
+    ap.add_argument("--part", action="append", default=[], metavar="NAME=GLOB[,GLOB...]",
+                    help="a part of your own: the quantizers whose module names match one of the globs "
+                    "(repeatable; default: text encoder, vision encoder, fusion, decoder)")
     ap.add_argument("--out", type=Path, help="path stem for the Markdown and JSON")
     args = ap.parse_args(argv)
-    res = part_off(args.quantized, args.split, args.limit, target=args.target)
+    parts = dict(parse_part(p, ap) for p in args.part) or PARTS
+    res = part_off(args.quantized, args.split, args.limit, parts=parts, target=args.target)
     text = markdown(res)
     print(text)
     if args.out:

@@ -104,9 +104,11 @@ class Method:
         whole-model folds; ``run_calibration()`` runs it on the calibration data. Returns what it did."""
         return {}
 
-    def plan_bits(self, fp_model, w_bits: int, a_bits: int, progress: bool = True) -> dict | None:
+    def plan_bits(self, fp_model, w_bits: int, a_bits: int, progress: bool = True,
+                  scale_out: dict | None = None) -> dict | None:
         """Mixed precision: {"overrides": [(layer, {"w_bits", "a_bits"})], "report": {...}} choosing each
-        layer's bits within the budget of uniform WxAy, or None (one global setting)."""
+        layer's bits within the budget of uniform WxAy, or None (one global setting). ``scale_out``:
+        {"ray": ADDRESS, "workers": N, "threads": N} to measure what the choice needs on Ray."""
         return None
 
     def prepare(self, info, inputs: list, s: LayerSetting) -> None:

@@ -66,10 +66,10 @@ class MixedPrecision(PTQ4RIS):
         """The quantizers the sensitivities are measured with: PTQ4RIS with this method's options."""
         return PTQ4RIS(**{f.name: getattr(self, f.name) for f in fields(PTQ4RIS)} | {"recon": False})
 
-    def plan_bits(self, fp_model, w_bits, a_bits, progress=True):
+    def plan_bits(self, fp_model, w_bits, a_bits, progress=True, scale_out=None):
         settings = StudySettings(_bits_list(self.w_cands), _bits_list(self.a_cands), int(self.study_pairs),
                                  parts=tuple(sorted(parse_domains(self.mix_parts))))
-        st = layer_study(fp_model, self.base(), settings, self.study, progress)
+        st = layer_study(fp_model, self.base(), settings, self.study, progress, **(scale_out or {}))
         p = problem(st, self.importance, settings.w_cands, settings.a_cands)
         others = st["other_quantized_params"]  # quantized layers outside mix_parts: at the uniform bits
         fixed_bits = 32.0 * (st["total_params"] - float(p.params.sum()) - others) + w_bits * others

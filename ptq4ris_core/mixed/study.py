@@ -75,9 +75,12 @@ def load_study(path: Path, key: dict) -> dict | None:
 
 
 def layer_study(fp_model, base_method, s: StudySettings = StudySettings(), path: Path | None = None,
-                progress: bool = True) -> dict:
+                progress: bool = True, ray: str | None = None, workers: int | None = None, threads: int = 1) -> dict:
     """Load or measure (and save) the study of ``fp_model`` under ``base_method`` (its quantizers at 8 bits
-    for the other layers, and at each candidate for the layer measured)."""
+    for the other layers, and at each candidate for the layer measured).
+
+    ``ray``: measure the sensitivities as one task per layer on Ray ("local", or HOST:PORT of a cluster;
+    ``workers`` tasks at a time on a local Ray, ``threads`` each), resumable in the folder beside the study."""
     key = study_key(fp_model, base_method, s)
     path = Path(path) if path else default_path(key)
     got = load_study(path, key)
@@ -115,19 +118,24 @@ def layer_study(fp_model, base_method, s: StudySettings = StudySettings(), path:
     relevance = _lrp(fp, layers, batches)
     seconds["lrp"] = round(time.time() - t, 1)
 
-    t = time.time()
-    grads = hessian_grads(model, infos, base_method, batches)
-    calibrate_all_layers(model, infos, base_method, batches, run, progress, "calibrate W8A8 (the others' bits)",
-                          grads=dict(grads))
-    seconds["w8a8_calibration"] = round(time.time() - t, 1)
-    t = time.time()
-    partial = path.with_suffix(".partial.json")  # finished layers of an interrupted run, kept until the end
-    done = _read_partial(partial, key)
-    sens = sensitivities(model, infos, pristine, base_method, costs, batches, fp_logits, s.w_cands, s.a_cands,
-                         grads, bar, done, lambda results: _write_json(partial, {"key": key, "sensitivity": results}))
-    seconds["sensitivity"] = round(time.time() - t, 1)
-    if done:
-        seconds["sensitivity_layers_resumed"] = len(done)
+    if ray is None:
+        t = time.time()
+        grads = hessian_grads(model, infos, base_method, batches)
+        calibrate_all_layers(model, infos, base_method, batches, run, progress, "calibrate W8A8 (the others' bits)",
+                              grads=dict(grads))
+        seconds["w8a8_calibration"] = round(time.time() - t, 1)
+        t = time.time()
+        partial = path.with_suffix(".partial.json")  # finished layers of an interrupted run, kept until the end
+        done = _read_partial(partial, key)
+        sens = sensitivities(model, infos, pristine, base_method, costs, batches, fp_logits, s.w_cands, s.a_cands,
+                             grads, bar, done, lambda results: _write_json(partial, {"key": key, "sensitivity": results}))
+        seconds["sensitivity"] = round(time.time() - t, 1)
+        if done:
+            seconds["sensitivity_layers_resumed"] = len(done)
+    else:
+        from .scale_out import sensitivities_as_tasks
+        sens = sensitivities_as_tasks(fp_model, base_method, s, key, path.with_suffix(".work"), model, infos, batches,
+                                      costs, ray, workers, threads, progress, seconds)
 
     study = {"key": key, "seconds": seconds, "layers": [c.to_dict() for c in costs],
              "total_params": sum(p.numel() for p in fp_model.parameters()),
@@ -137,7 +145,7 @@ def layer_study(fp_model, base_method, s: StudySettings = StudySettings(), path:
              "sensitivity": [{"w": {str(b): e for b, e in sens[c.name]["w"].items()},
                               "a": {str(b): e for b, e in sens[c.name]["a"].items()}} for c in costs]}
     _write_json(path, study)
-    partial.unlink(missing_ok=True)
+    path.with_suffix(".partial.json").unlink(missing_ok=True)  # an interrupted single-process run's
     return {**study, "path": str(path), "cached": False}
 
 
