@@ -149,8 +149,9 @@ def cmd_calibrate(a):
         if plan.method.name not in MIXED_METHODS:
             raise InputError(f"--ray spreads the layer study of the mixed-precision methods ({', '.join(MIXED_METHODS)}); "
                              f"{plan.method.name} has none (for many calibrations at once: ptq4ris table --ray)")
-        from .cluster.tasks import check_ray
-        check_ray(a.ray)  # an unreachable cluster fails now, not after the profile and importance passes
+        from .cluster.tasks import connect_ray
+        if a.ray != "local":
+            connect_ray(a.ray, threads=a.threads)  # a cluster that does not answer fails now, not after the profiles
         scale_out = {"ray": a.ray, "workers": a.workers, "threads": a.threads}
     partial = Path(a.out) / "partial"  # finished work of a reconstruction, kept until the folder is written
     model, report = calibrate_plan(load_model(a.model), plan, resume_dir=partial, scale_out=scale_out)

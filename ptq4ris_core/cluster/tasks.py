@@ -158,24 +158,37 @@ def run_tasks(tasks: list[Task], ray_address: str | None = None, workers: int | 
     return done
 
 
-def _run_on_ray(todo, address, workers, threads, retries, done: Outcome, bar, on_result) -> None:
+def connect_ray(address: str, workers: int | None = None, threads: int = 1) -> bool:
+    """Start Ray here ("local") or join the cluster at HOST:PORT, unless Ray is already up in this process.
+    True when this call started it (the caller shuts it down). A cluster that does not answer is an
+    InputError (Ray gives up after about 20 s where something else listens at the address)."""
     try:
         import ray
     except ImportError:
         raise InputError("--ray needs Ray on this machine and on the cluster's: pip install 'ptq4ris-core[cluster]' "
                          "(or run without --ray, here, one task after another)") from None
     check_ray(address)
-    started_here = not ray.is_initialized()
-    if started_here:
-        kw = {"address": None if address == "local" else address, "include_dashboard": False,
-              "log_to_driver": False, "configure_logging": False}
-        if address == "local":
-            kw["num_cpus"] = workers or os.cpu_count()
-        # the package must be importable on every worker: ship its folder's parent on the path
-        root = str(Path(__file__).resolve().parents[2])
-        kw["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
-                                          "OMP_NUM_THREADS": str(threads)}}
+    if ray.is_initialized():
+        return False
+    kw = {"address": None if address == "local" else address, "include_dashboard": False,
+          "log_to_driver": False, "configure_logging": False}
+    if address == "local":
+        kw["num_cpus"] = workers or os.cpu_count()
+    # the package must be importable on every worker: ship its folder's parent on the path
+    root = str(Path(__file__).resolve().parents[2])
+    kw["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+                                      "OMP_NUM_THREADS": str(threads)}}
+    try:
         ray.init(**kw)
+    except ConnectionError as e:
+        raise InputError(f"no Ray cluster answers at {address} ({e}); start one with 'ray start --head' on the "
+                         f"head machine, or use --ray local") from None
+    return True
+
+
+def _run_on_ray(todo, address, workers, threads, retries, done: Outcome, bar, on_result) -> None:
+    started_here = connect_ray(address, workers, threads)  # Ray missing or unreachable: a clear InputError
+    import ray
     try:
         remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=False)(run_one)
         pending = {remote.remote(t.fn, t.args, str(t.out), t.settings, threads): t for t in todo}
