@@ -127,6 +127,17 @@ def cmd_segment(a):
     print(f"{outs[0]}: {int((mask > 0).sum())} px, score {score:.3f}" + (f"; overlay {outs[1]}" if a.overlay else ""))
 
 
+def ray_arguments(p, tasks: str, what: str, threads: bool = True):
+    """--ray [ADDRESS], --workers and (unless the command has its own) --threads, for a command whose
+    ``tasks`` (cells, bags, layers) can run as Ray tasks."""
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help=f"{what}. On a Ray started here (no ADDRESS, or 'local'), or on the cluster whose head is "
+                   f"ADDRESS (HOST:PORT)")
+    p.add_argument("--workers", type=int, help=f"with --ray local: {tasks} at a time (default: the CPU count)")
+    if threads:
+        p.add_argument("--threads", type=int, default=1, help="with --ray: math threads per task (default 1)")
+
+
 def cmd_calibrate(a):
     from .calib.saved import save_quantized
     from .models import load_model
@@ -344,12 +355,9 @@ def _bag_parsers(sub):
     e.add_argument("--engine", required=True, help="an engine folder from 'ptq4ris export'")
     e.add_argument("--backend", default="auto", help=BACKEND_HELP)
     e.add_argument("--threads", type=int, help="runtime threads (default 2; with --ray, per bag: 1)")
-    e.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                   help="a folder of bags scored as Ray tasks, one bag each: on a Ray started here (no ADDRESS) or "
-                   "on the cluster whose head is ADDRESS (HOST:PORT). Without --ray a folder of bags is scored here "
-                   "one bag after another; either way each bag's summary goes to --out as it finishes and a re-run "
-                   "scores only the missing bags")
-    e.add_argument("--workers", type=int, help="with --ray: bags at a time on a local Ray (default: the CPU count)")
+    ray_arguments(e, "bags", "a folder of bags scored as Ray tasks, one bag each. Without --ray a folder of bags is "
+                  "scored here one bag after another; either way each bag's summary goes to --out as it finishes and "
+                  "a re-run scores only the missing bags", threads=False)
     e.set_defaults(func=cmd_bag_eval)
 
     r = bs.add_parser("replay", help="replay a bag into the live node over DDS and score what it publishes",
@@ -457,12 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "and bit-operations stay within uniform WNAN's, e.g. --avg-bits 4")
     c.add_argument("--size-mb", type=float, metavar="MB",
                    help="mixed precision: the whole model's size in MB instead (no bit-operations budget)")
-    c.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                   help="mixed precision: measure the layer study's sensitivities as one Ray task per layer, on a "
-                   "Ray started here (no ADDRESS, or 'local') or on the cluster whose head is ADDRESS (HOST:PORT); "
-                   "finished layers are kept beside the study and reused by a re-run")
-    c.add_argument("--workers", type=int, help="with --ray local: layers at a time (default: the CPU count)")
-    c.add_argument("--threads", type=int, default=1, help="with --ray: math threads per layer task (default 1)")
+    ray_arguments(c, "layers", "mixed precision: the layer study's sensitivities as one Ray task per layer; "
+                  "finished layers are kept beside the study and reused by a re-run")
     c.add_argument("--out", required=True, help="output folder")
     c.set_defaults(func=cmd_calibrate)
 
@@ -485,12 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--save", help="keep every calibrated cell in this folder (loadable with 'eval --quantized')")
     tb.add_argument("--deploy", help="methods whose cells are also exported as integer engines and evaluated on "
                     "ONNX Runtime and OpenVINO, e.g. --deploy ptq4ris (simulated and deployed side by side)")
-    tb.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                    help="run the cells as Ray tasks: on a Ray started here (no ADDRESS, or 'local'), or on the "
-                    "cluster whose head is ADDRESS (HOST:PORT). Finished cells are written as they come (with "
-                    "--save, a re-run reuses them); a worker that dies is retried, a cell that fails is reported")
-    tb.add_argument("--workers", type=int, help="with --ray local: cells at a time (default: the CPU count)")
-    tb.add_argument("--threads", type=int, default=1, help="with --ray: math threads per cell (default 1)")
+    ray_arguments(tb, "cells", "the cells as Ray tasks. Finished cells are written as they come (with --save, a "
+                  "re-run reuses them); a worker that dies is retried, a cell that fails is reported")
     tb.add_argument("--target", choices=TARGETS, default="portable", help="simulate and export every cell with "
                     "its weights as this export target stores them (default portable; see 'ptq4ris export --help')")
     tb.set_defaults(func=cmd_table)
