@@ -28,6 +28,12 @@ def test_demo_end_to_end_then_reuses_engines(tmp_path, capsys, monkeypatch):
     main(args + ["--no-replay"])
     again = capsys.readouterr().out
     assert again.count("reusing") == 3  # two engines and the bag
+    # built without the preset's reconstruction: not what --reconstruct asks for
+    from ptq4ris_core.calib.saved import base_identity
+    from ptq4ris_core.demo import PRESET, _engine_is_current
+    from ptq4ris_core.files import sha256
+    args = (tmp_path / "eng" / "default_w8a8", base_identity("default")["sha256"], sha256(PRESET), 2)
+    assert _engine_is_current(*args, recon=False) and not _engine_is_current(*args, recon=True)
 
 
 def test_an_engine_below_its_simulation_fails_the_demo_with_the_reason():
