@@ -254,7 +254,7 @@ def test_part_off_brings_back_the_float_model_one_part_at_a_time(tiny_base):
 
 
 def test_part_off_takes_parts_by_name_and_refuses_one_that_matches_nothing_before_scoring(tiny_base, tmp_path,
-                                                                                           capsys):
+                                                                                           capsys, monkeypatch):
     from ptq4ris_core.calib.saved import save_quantized
     from ptq4ris_core.experiments import part_off as P
     base, fp = tiny_base
@@ -263,14 +263,10 @@ def test_part_off_takes_parts_by_name_and_refuses_one_that_matches_nothing_befor
     with pytest.raises(SystemExit):
         P.main(["--quantized", str(folder), "--part", "no globs"])
     assert "NAME=GLOB" in capsys.readouterr().err
-    import ptq4ris_core.evaluate as E
-    real = E.evaluate_model
-    E.evaluate_model = lambda *a, **k: pytest.fail("scored before the parts were checked")
-    try:
+    with monkeypatch.context() as m:
+        m.setattr("ptq4ris_core.evaluate.evaluate_model", lambda *a, **k: pytest.fail("scored before the parts were checked"))
         with pytest.raises(ValueError, match="no quantizer's name matches fusions.9"):
             P.part_off(folder, limit=2, parts={"typo": ["fusions.9.*"]}, progress=False)
-    finally:
-        E.evaluate_model = real
     res = P.part_off(folder, limit=2, parts={"decoder weights": ["decoder.*.weight_quantizer"]}, progress=False)
     assert [r["float"] for r in res["rows"]] == ["FP32 model", "nothing (as calibrated)", "decoder weights"]
     assert res["rows"][2]["quantizers_off"] == len(P.part_quantizers(model, ["decoder.*.weight_quantizer"])) > 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -24,18 +25,15 @@ from ..config import ConfigError
 FP_FILE, W8A8_FILE, CONTEXT_FILE = "fp.safetensors", "w8a8.safetensors", "context.json"
 
 
-def sensitivities_as_tasks(fp_model, base_method, s, key: dict, work: Path, model, infos, batches, costs,
-                           ray: str, workers, threads, progress, seconds: dict) -> dict:
+def sensitivities_as_tasks(fp_model, base_method, s, key: dict, work: Path, inp, costs, ray: str, workers, threads,
+                           progress, seconds: dict) -> dict:
     """{layer: {"w": {bits: e}, "a": {bits: e}}} as ``sensitivity.sensitivities`` returns it, measured as
-    tasks. ``model``/``infos``: the study's quantizable copy, not yet calibrated (calibrated here unless the
-    work folder already holds this study's W8A8 state)."""
-    import time
-
+    tasks. ``inp``: the study's inputs, its model not yet calibrated (calibrated here unless the work folder
+    already holds this study's W8A8 state)."""
     from safetensors.torch import save_file
 
-    from ..calib.calibrate import calibrate_all_layers, hessian_grads
     from ..models.store import save_model
-    from .study import _write_json
+    from .study import _write_json, calibrate_w8a8
 
     work = Path(work)
     with folder_lock(work):
@@ -44,14 +42,12 @@ def sensitivities_as_tasks(fp_model, base_method, s, key: dict, work: Path, mode
         if _read_context(work) != json.loads(json.dumps(context)):
             _clear(work)  # another study's (or an unfinished) work: measured again
             t = time.time()
-            grads = hessian_grads(model, infos, base_method, batches)
-            calibrate_all_layers(model, infos, base_method, batches, lambda b: model(*b), progress,
-                                 "calibrate W8A8 (the others' bits)", grads=grads)
+            calibrate_w8a8(inp, base_method, progress)
             seconds["w8a8_calibration"] = round(time.time() - t, 1)
             full = copy.copy(fp_model)  # the text encoder too, whatever the model's freeze_text says
             full.cfg = replace(fp_model.cfg, freeze_text=False)
             save_model(full, work / FP_FILE, dtype=torch.float32)
-            save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(work / W8A8_FILE))
+            save_file({k: v.detach().contiguous() for k, v in inp.model.state_dict().items()}, str(work / W8A8_FILE))
             _write_json(work / CONTEXT_FILE, context)  # last: its presence means the inputs are complete
         t = time.time()
         (work / "layers").mkdir(exist_ok=True)
@@ -92,41 +88,29 @@ def _context(work: str):
         return _CONTEXTS[work]
     from safetensors.torch import load_file
 
-    from ..calib.calibrate import CalibrationSet, build_config, hessian_grads, prepare_model
+    from ..calib.calibrate import hessian_grads
     from ..methods import get_method
-    from ..models import Preprocessor, load_model
-    from .profile import layer_costs
-    from .study import StudySettings
+    from ..models import load_model
+    from .study import StudySettings, study_inputs
 
     folder = Path(work)
     ctx = json.loads((folder / CONTEXT_FILE).read_text(encoding="utf-8"))
-    st = ctx["settings"]
-    s = StudySettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in st.items()})
+    s = StudySettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in ctx["settings"].items()})
     method = get_method(ctx["method"], **ctx["options"])
-    fp_model = load_model(folder / FP_FILE)
-    # as layer_study builds them: pairs, quantizable copy, whole-model step, float copy and logits, costs
-    batches = CalibrationSet(s.pairs, s.seed).build(fp_model.cfg, Preprocessor(fp_model.cfg))
-    model, infos = prepare_model(fp_model, method, build_config(fp_model, 8, 8), batches[0])
-    run = lambda b: model(*b)  # noqa: E731
-    with torch.no_grad():
-        method.prepare_model(model, lambda: [run(b) for b in batches])
-        fp = copy.deepcopy(model)
-        fp_logits = [fp(*b) for b in batches]
-    pristine = {n: fp.get_submodule(n) for n in infos}
-    costs = {c.name: c for c in layer_costs(infos, batches, run)}
-    grads = hessian_grads(model, infos, method, batches)  # at the float model, as the driver's
-    model.load_state_dict(load_file(str(folder / W8A8_FILE)), strict=True)
+    inp = study_inputs(load_model(folder / FP_FILE), method, s)
+    grads = hessian_grads(inp.model, inp.infos, method, inp.batches)  # at the float model, as the driver's
+    inp.model.load_state_dict(load_file(str(folder / W8A8_FILE)), strict=True)  # the driver's W8A8 calibration
     _CONTEXTS.clear()
-    _CONTEXTS[work] = (model, infos, pristine, costs, batches, fp_logits, grads, method, s)
+    _CONTEXTS[work] = (inp, {c.name: c for c in inp.costs}, grads, method, s)
     return _CONTEXTS[work]
 
 
 def layer_sensitivity(work: str, layer: str) -> dict:
     """One layer's sensitivities at every candidate (a task: JSON-ready, bits as strings)."""
     from .sensitivity import sensitivities
-    model, infos, pristine, costs, batches, fp_logits, grads, method, s = _context(work)
+    inp, costs, grads, method, s = _context(work)
     if layer not in costs:
         raise ConfigError(f"{layer} is not a quantized layer of the model in {work}")
-    got = sensitivities(model, infos, pristine, method, [costs[layer]], batches, fp_logits, s.w_cands, s.a_cands,
-                        grads)[layer]
+    got = sensitivities(inp.model, inp.infos, inp.pristine, method, [costs[layer]], inp.batches, inp.fp_logits,
+                        s.w_cands, s.a_cands, grads)[layer]
     return {part: {str(b): e for b, e in v.items()} for part, v in got.items()}

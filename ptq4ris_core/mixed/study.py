@@ -74,6 +74,41 @@ def load_study(path: Path, key: dict) -> dict | None:
     return got
 
 
+@dataclass
+class StudyInputs:
+    """What the study measures on, built the same way by the driver and by a Ray worker (``study_inputs``)."""
+    batches: list          # the calibration pairs
+    model: torch.nn.Module  # the quantizable copy under the base method (its quantizers not yet calibrated)
+    infos: dict
+    fp: torch.nn.Module     # its float twin
+    fp_logits: list         # the float model's logits per batch
+    costs: list             # every quantized layer's LayerCost
+
+    @property
+    def pristine(self) -> dict:
+        """Each layer's float wrapped module."""
+        return {n: self.fp.get_submodule(n) for n in self.infos}
+
+
+def study_inputs(fp_model, base_method, s: StudySettings) -> StudyInputs:
+    batches = CalibrationSet(s.pairs, s.seed).build(fp_model.cfg, Preprocessor(fp_model.cfg))
+    model, infos = prepare_model(fp_model, base_method, build_config(fp_model, 8, 8), batches[0])
+    with torch.no_grad():
+        base_method.prepare_model(model, lambda: [model(*b) for b in batches])
+        fp = copy.deepcopy(model)  # float (its quantizers not yet calibrated do nothing)
+        fp_logits = [fp(*b) for b in batches]
+    return StudyInputs(batches, model, infos, fp, fp_logits, layer_costs(infos, batches, lambda b: model(*b)))
+
+
+def calibrate_w8a8(inp: StudyInputs, base_method, progress: bool = True) -> dict:
+    """Calibrate ``inp.model`` at W8A8, the bits every other layer keeps while one is measured; returns
+    ∂L/∂O at the float model (the Hessian metric's), which the sensitivities reuse."""
+    grads = hessian_grads(inp.model, inp.infos, base_method, inp.batches)
+    calibrate_all_layers(inp.model, inp.infos, base_method, inp.batches, lambda b: inp.model(*b), progress,
+                         "calibrate W8A8 (the others' bits)", grads=dict(grads))
+    return grads
+
+
 def layer_study(fp_model, base_method, s: StudySettings = StudySettings(), path: Path | None = None,
                 progress: bool = True, ray: str | None = None, workers: int | None = None, threads: int = 1) -> dict:
     """Load or measure (and save) the study of ``fp_model`` under ``base_method`` (its quantizers at 8 bits
@@ -89,17 +124,10 @@ def layer_study(fp_model, base_method, s: StudySettings = StudySettings(), path:
     bar = (lambda x, **k: tqdm(x, dynamic_ncols=True, **k)) if progress else None
     seconds = {}
     t = time.time()
-    batches = CalibrationSet(s.pairs, s.seed).build(fp_model.cfg, Preprocessor(fp_model.cfg))
-    model, infos = prepare_model(fp_model, base_method, build_config(fp_model, 8, 8), batches[0])
-    run = lambda b: model(*b)  # noqa: E731
-    with torch.no_grad():
-        base_method.prepare_model(model, lambda: [run(b) for b in batches])
-    fp = copy.deepcopy(model)  # float (its quantizers not yet calibrated do nothing)
+    inp = study_inputs(fp_model, base_method, s)
+    batches, fp, pristine = inp.batches, inp.fp, inp.pristine
     fp_run = lambda b: fp(*b)  # noqa: E731
-    pristine = {n: fp.get_submodule(n) for n in infos}
-    with torch.no_grad():
-        fp_logits = [fp_run(b) for b in batches]
-    every = layer_costs(infos, batches, run)
+    every = inp.costs
     costs = [c for c in every if c.domain in s.parts]
     if not costs:
         raise ConfigError(f"no quantized layer lies in the parts {', '.join(s.parts)}; choose other parts "
@@ -120,22 +148,21 @@ def layer_study(fp_model, base_method, s: StudySettings = StudySettings(), path:
 
     if ray is None:
         t = time.time()
-        grads = hessian_grads(model, infos, base_method, batches)
-        calibrate_all_layers(model, infos, base_method, batches, run, progress, "calibrate W8A8 (the others' bits)",
-                              grads=dict(grads))
+        grads = calibrate_w8a8(inp, base_method, progress)
         seconds["w8a8_calibration"] = round(time.time() - t, 1)
         t = time.time()
         partial = path.with_suffix(".partial.json")  # finished layers of an interrupted run, kept until the end
         done = _read_partial(partial, key)
-        sens = sensitivities(model, infos, pristine, base_method, costs, batches, fp_logits, s.w_cands, s.a_cands,
-                             grads, bar, done, lambda results: _write_json(partial, {"key": key, "sensitivity": results}))
+        sens = sensitivities(inp.model, inp.infos, pristine, base_method, costs, batches, inp.fp_logits, s.w_cands,
+                             s.a_cands, grads, bar, done,
+                             lambda results: _write_json(partial, {"key": key, "sensitivity": results}))
         seconds["sensitivity"] = round(time.time() - t, 1)
         if done:
             seconds["sensitivity_layers_resumed"] = len(done)
     else:
         from .scale_out import sensitivities_as_tasks
-        sens = sensitivities_as_tasks(fp_model, base_method, s, key, path.with_suffix(".work"), model, infos, batches,
-                                      costs, ray, workers, threads, progress, seconds)
+        sens = sensitivities_as_tasks(fp_model, base_method, s, key, path.with_suffix(".work"), inp, costs, ray,
+                                      workers, threads, progress, seconds)
 
     study = {"key": key, "seconds": seconds, "layers": [c.to_dict() for c in costs],
              "total_params": sum(p.numel() for p in fp_model.parameters()),
