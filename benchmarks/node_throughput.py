@@ -13,6 +13,7 @@
 """
 import argparse
 import json
+import re
 import os
 import signal
 import subprocess
@@ -29,6 +30,18 @@ def node_rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1000
     return float("nan")
+
+
+def rss_breakdown_mb(pid: int, top: int = 12) -> dict:
+    """Resident memory by mapping (heap, anonymous, each shared library), the largest ``top``: what to cut."""
+    totals, name = {}, "[anon]"
+    for line in open(f"/proc/{pid}/smaps"):
+        head = line.split()
+        if re.match(r"[0-9a-f]+-[0-9a-f]+$", head[0]):  # a mapping's first line: range perms offset dev inode [path]
+            name = head[5].rsplit("/", 1)[-1] if len(head) > 5 else "[anon]"
+        elif head[0] == "Rss:":
+            totals[name] = totals.get(name, 0) + int(head[1]) / 1000
+    return {k: round(v, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])[:top]}
 
 
 def _percentiles(values) -> dict:
@@ -103,6 +116,7 @@ def camera(args):
     t_end = time.monotonic()
     time.sleep(1.0)
     rss["end"] = node_rss_mb(args.node_pid)
+    rss["end_by_mapping"] = rss_breakdown_mb(args.node_pid)
     stop.set()
     spinner.join()
     with lock:

@@ -101,7 +101,8 @@ def calibrated_folder(engines: dict) -> Path:
 
 
 def engine_size_mb(folder: Path) -> float:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.suffix == ".onnx") / 1e6
+    """The two graphs with their weights (``*.onnx`` and the ``*.onnx.data`` beside each)."""
+    return sum(p.stat().st_size for p in folder.iterdir() if p.name.endswith((".onnx", ".onnx.data"))) / 1e6
 
 
 def main(argv=None):

@@ -46,7 +46,8 @@ def ov_cache_dir(cache_dir="auto") -> str | None:
 def _cache_key(root: str, graph_sha: str, *settings) -> str:
     """One cache folder per graph and compile settings. OpenVINO's own key misses both (tested): it serves
     the blob of a rewritten file at the same path, and a bf16 blob to an f32 load. The graph's SHA-256 is
-    the one a verified load has checked."""
+    the one a verified load has checked; ``settings`` carry the weights file's (``<graph>.data``), which can
+    change while the graph file stays the same."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
     return str(Path(root) / graph_sha[:32] / digest[:16])
 
@@ -121,14 +122,25 @@ def parse_backend(spec: str, precision: str = "auto") -> tuple[str, str]:
     return backend, given or precision
 
 
+# bf16 float parts only for engines whose integer activations all have at least this many bits. Below it, a
+# bf16 rounding just before a coarse activation grid moves whole steps: at W4A4 bf16 cost 1.1-1.4 mIoU against
+# f32 and failed the AGQ engine's self-check; at 8 bits it costs nothing (docs/RESULTS.md, issue 20).
+BF16_MIN_ACTIVATION_BITS = 8
+
+
 def _ov_precision(precision: str, meta: dict, device: str) -> str:
     """``auto``: f32 for a float engine (it must compute what it says); for a quantized engine on the CPU, bf16
-    for the parts that stay float when it computes bf16 natively (AVX512-BF16, AMX), f32 otherwise. The
-    quantized engines' accuracy with bf16 is measured in docs/RESULTS.md."""
+    for the parts that stay float when it computes bf16 natively (AVX512-BF16, AMX) and every integer activation
+    has ``BF16_MIN_ACTIVATION_BITS``, f32 otherwise. The quantized engines' accuracy with bf16 is measured in
+    docs/RESULTS.md."""
     if precision != "auto":
         return precision
-    if meta.get("quantization", {}).get("method", "fp32") == "fp32" or device.upper() != "CPU":
+    quant = meta.get("quantization", {})
+    if quant.get("method", "fp32") == "fp32" or device.upper() != "CPU":
         return "f32"  # other devices: choose their precision yourself (openvino:f16 on a GPU)
+    bits = [w["input_bits"] for w in quant.get("weights", {}).values() if w.get("input_bits")]
+    if bits and min(bits) < BF16_MIN_ACTIVATION_BITS:
+        return "f32"
     import openvino as ov
     try:
         caps = ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES")
@@ -243,8 +255,8 @@ class Engine:
         else:
             cache = ov_cache_dir(cache_dir) if cache_dir is not None else None
             runners = [_OvRunner(folder / g, device, threads, precision, openvino_config,
-                                 cache and _cache_key(cache, meta["files"][g], device, threads, precision,
-                                                      openvino_config))
+                                 cache and _cache_key(cache, meta["files"][g], meta["files"].get(g + ".data"), device,
+                                                      threads, precision, openvino_config))
                        for g in (TEXT_GRAPH, SEG_GRAPH)]
         tok = CommandTokenizer(folder, int(meta["tokenizer"]["max_tokens"]))
         return cls(folder, meta, backend, runners[0], runners[1], tok, precision, why)

@@ -59,6 +59,35 @@ def _export(module, args, path, inputs, outputs):
         torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
                           opset_version=OPSET, dynamo=False, do_constant_folding=not packed)
     module.eval()  # the exporter restores train(True) on the wrapper, which would reach BatchNorm
+    _weights_beside(Path(path))
+
+
+# Constants of at least this many bytes (every weight matrix, not the small shapes and scales) move to the file
+# beside the graph.
+EXTERNAL_MIN_BYTES = 1024
+
+
+def _weights_beside(path: Path):
+    """Store the graph's weights in ``<graph>.data`` beside it (ONNX external data). ONNX Runtime maps that file
+    instead of copying it, so weights read only row by row stay on disk: the text encoder's 11.7 MB int8 word
+    table costs the ROS node only the rows of the words it sees (docs/RESULTS.md, issue 22)."""
+    import onnx
+    model = onnx.load(str(path))
+    graph, kept = model.graph, []
+    for node in graph.node:
+        value = node.attribute[0].t if node.op_type == "Constant" and node.attribute[0].name == "value" else None
+        if value is not None and len(value.raw_data) >= EXTERNAL_MIN_BYTES:
+            value.name = node.output[0]
+            graph.initializer.append(value)
+        else:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)  # save_model appends to an existing file
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data.name, size_threshold=EXTERNAL_MIN_BYTES)
+    data.chmod(path.stat().st_mode & 0o777)  # onnx creates it owner-only; readable like the graph itself
 
 
 def _export_graphs(model, out: Path):
