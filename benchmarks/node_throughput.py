@@ -32,7 +32,7 @@ def node_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def rss_breakdown_mb(pid: int, top: int = 12) -> dict:
+def rss_breakdown_mb(pid: int, top: int = 25) -> dict:
     """Resident memory by mapping (heap, anonymous, each shared library), the largest ``top``: what to cut."""
     totals, name = {}, "[anon]"
     for line in open(f"/proc/{pid}/smaps"):
