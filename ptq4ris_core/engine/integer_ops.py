@@ -81,7 +81,8 @@ def ort_integer_share(path, layers: dict | None = None) -> dict:
         so = ort.SessionOptions()
         so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        opt = onnx.load(so.optimized_model_filepath)
+        opt = onnx.load(so.optimized_model_filepath, load_external_data=False)  # its nodes only: the weights
+        # stay referenced in the engine's own ``.data`` file, which is not beside this copy
     executed = [(n.name, n.op_type, tuple(n.output)) for n in opt.graph.node]
     per_layer = {}
     for node, info in layers.items():
