@@ -87,7 +87,8 @@ def _weights_beside(path: Path):
     data.unlink(missing_ok=True)  # save_model appends to an existing file
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=data.name, size_threshold=EXTERNAL_MIN_BYTES)
-    data.chmod(path.stat().st_mode & 0o777)  # onnx creates it owner-only; readable like the graph itself
+    if data.exists():  # a graph without a weight of EXTERNAL_MIN_BYTES gets none
+        data.chmod(path.stat().st_mode & 0o777)  # onnx creates it owner-only; readable like the graph itself
 
 
 def _export_graphs(model, out: Path):
