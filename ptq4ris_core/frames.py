@@ -1,6 +1,6 @@
 """Camera frames and commands in, masks out: the checks and conversions every entry point shares.
 
-Torch-free on purpose (NumPy, OpenCV, PIL): the quantized engine, the ROS node and bag scoring run
+Torch-free on purpose (NumPy and PIL): the quantized engine, the ROS node and bag scoring run
 with these alone, and so does the training generator's camera simulation.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from . import resample
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -67,31 +68,8 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
     """(H, W, 3) uint8 → (size, size, 3). Shrinking averages the source pixels under each output pixel
-    (OpenCV's area filter: antialiased like PIL's bilinear, twice as fast on camera frames); enlarging is
-    bilinear. A side that is a whole multiple of ``size`` (a width of 640, 1280 or 1920 to 128) is averaged
-    first on its own, with a box filter: the same average, within one grey level of rounding, and on a
-    640x480 frame 0.24 ms against OpenCV's 0.55 ms (its area filter is slow for factors other than 2)."""
-    if image.shape[:2] == (size, size):
-        return image
-    import cv2
-    if image.shape[0] < size or image.shape[1] < size:
-        return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
-    for axis in (1, 0):
-        n = image.shape[axis]
-        if n % size == 0 and n > size:
-            image = _box_shrink(image, axis, n // size)
-    if image.shape[:2] != (size, size):
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return image
-
-
-def _box_shrink(image: np.ndarray, axis: int, factor: int) -> np.ndarray:
-    """Mean of each run of ``factor`` pixels along ``axis`` (1: width, 0: height), one pixel per run."""
-    import cv2
-    h, w = image.shape[:2]
-    kernel, out = ((factor, 1), (w // factor, h)) if axis == 1 else ((1, factor), (w, h // factor))
-    summed = cv2.blur(image, kernel, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)  # mean of pixels i..i+factor-1
-    return cv2.resize(summed, out, interpolation=cv2.INTER_NEAREST)  # keeps pixel factor*i: one per run
+    (the area filter: antialiased, OpenCV's ``INTER_AREA`` within one grey level); enlarging is bilinear."""
+    return resample.resize_image(image, size, size)
 
 
 def mask_from_logits(logits: np.ndarray, height: int, width: int, threshold: float = 0.5) -> tuple[np.ndarray, float]:
@@ -104,27 +82,24 @@ def mask_from_logits(logits: np.ndarray, height: int, width: int, threshold: flo
     Shared by the PyTorch path and every engine backend.
     """
     d_model = np.ascontiguousarray(logits[0, 1] - logits[0, 0], dtype=np.float32)
-    d = _resize_float(d_model, height, width)
-    # an exp per camera pixel costs a millisecond: when enlarging, take it at S x S and resize the result
-    if d.size <= d_model.size:
-        prob = 1 / (1 + np.exp(-d))
-    else:
-        prob = _resize_float(1 / (1 + np.exp(-d_model)), height, width)
-    mask = (d > np.float32(np.log(threshold / (1 - threshold)))).view(np.uint8)
+    cut = np.float32(np.log(threshold / (1 - threshold)))
+    if height >= d_model.shape[0] and width >= d_model.shape[1] and (height, width) != d_model.shape:
+        # enlarging (every camera frame): only the outline is interpolated (resample.enlarged_mask)
+        mask, total, n = resample.enlarged_mask(d_model, 1 / (1 + np.exp(-d_model)), height, width, cut)
+        return mask.view(np.uint8) * np.uint8(255), (total / n if n else 0.0)
+    d = _shrink_float(d_model, height, width)
+    prob = 1 / (1 + np.exp(-d))
+    mask = (d > cut).view(np.uint8)
     n = np.count_nonzero(mask)
     score = float(np.dot(prob.ravel(), mask.ravel().astype(np.float32)) / n) if n else 0.0
     return mask * np.uint8(255), score
 
 
-def _resize_float(x: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of a float32 map; OpenCV when enlarging (equal to PIL there, 15x faster on camera
-    frames), PIL when shrinking (its filter widens to antialias)."""
+def _shrink_float(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A float32 map to a size not larger on some side: PIL's bilinear, whose filter widens to antialias."""
     if x.shape == (height, width):
         return x
-    if height < x.shape[0] or width < x.shape[1]:
-        return np.asarray(Image.fromarray(x, mode="F").resize((width, height), Image.BILINEAR))
-    import cv2
-    return cv2.resize(x, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(Image.fromarray(x, mode="F").resize((width, height), Image.BILINEAR))
 
 
 class TextCache:
@@ -148,6 +123,14 @@ class TextCache:
             self.value, self.text = self.encode(text), text
             self.encodes += 1
         return self.value
+
+
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x, y, width, height) of the mask's nonzero pixels; zeros for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return 0, 0, 0, 0
+    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, colour=(0, 255, 80), alpha: float = 0.5) -> np.ndarray:

@@ -46,8 +46,7 @@ def as_rgb(pixels: np.ndarray, order: str) -> np.ndarray:
     """(H, W, 3) uint8 in ``order`` → RGB."""
     if order == "rgb":
         return pixels
-    import cv2
-    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(pixels[..., ::-1])
 
 
 def _as_bytes(data) -> np.ndarray:
@@ -59,17 +58,33 @@ def _as_bytes(data) -> np.ndarray:
 
 
 def compressed_pixels(fmt: str, data, max_pixels: int) -> tuple[np.ndarray, str]:
-    """A compressed image decoded: (H, W, 3) uint8 in OpenCV's BGR order, and "bgr"."""
-    import cv2
+    """A compressed image (JPEG, PNG, any format Pillow reads) decoded: (H, W, 3) uint8 RGB, and "rgb".
+    The size is checked from the header, before the pixels are decoded."""
+    import io
+
+    from PIL import Image as PILImage
     buf = _as_bytes(data)
     if buf.size == 0:
         raise ImageInputError("compressed image has no data")
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if img is None:
-        raise ImageInputError(f"compressed image ({fmt or 'unknown format'}, {buf.size} bytes) cannot be decoded")
-    if img.shape[0] * img.shape[1] > max_pixels:
-        raise ImageInputError(f"image of {img.shape[1]}x{img.shape[0]} exceeds max_image_pixels={max_pixels}")
-    return img, "bgr"
+    try:
+        with PILImage.open(io.BytesIO(buf.tobytes())) as im:
+            if im.width * im.height > max_pixels:
+                raise ImageInputError(f"image of {im.width}x{im.height} exceeds max_image_pixels={max_pixels}")
+            img = np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as e:
+        raise ImageInputError(f"compressed image ({fmt or 'unknown format'}, {buf.size} bytes) cannot be "
+                              f"decoded: {e}") from e
+    return img, "rgb"
+
+
+def jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """An (H, W, 3) uint8 RGB frame as JPEG, as a camera driver's compressed topic carries it."""
+    import io
+
+    from PIL import Image as PILImage
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
 
 
 def to_pixels(msg, max_pixels: int = 40_000_000) -> tuple[np.ndarray, str]:

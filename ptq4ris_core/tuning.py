@@ -1,12 +1,9 @@
-"""Process settings for serving camera frames: ``tune_for_frames`` applies both below, once per process.
+"""Process settings for serving camera frames: ``tune_for_frames`` applies them once per process.
 
 Freed memory stays in the process, so that each frame's arrays reuse the last frame's pages. A camera frame makes a few arrays of about a megabyte (the decoded image, the resized margin and
 probability maps, the mask). glibc gives blocks that large back to the kernel when they are freed, and the
 next frame faults every page in again; on a virtual machine a fault is expensive: ``mask_from_logits`` on a
 640x480 frame took 2.0 ms that way and 0.19 ms with the memory kept (docs/RESULTS.md, issue 4).
-
-OpenCV runs single-threaded: a frame's resizes are too small to gain from a second thread, and OpenCV's
-worker competed with the runtime's for the two cores (the W8A8 graph on OpenVINO 3.3 ms against 4.0 ms).
 
 The entry points that serve frames (the CLI, the ROS 2 node, the bag player, the demo, the benchmarks) call
 ``tune_for_frames``; a program that embeds ``Engine`` may call it too.
@@ -58,7 +55,5 @@ def release_freed_memory() -> bool:
 
 
 def tune_for_frames() -> dict:
-    """Freed memory kept and OpenCV on one thread (the module's docstring says why); returns what took effect."""
-    import cv2
-    cv2.setNumThreads(1)
-    return {"keep_freed_memory": keep_freed_memory(), "opencv_threads": cv2.getNumThreads()}
+    """Freed memory kept (the module's docstring says why); returns what took effect."""
+    return {"keep_freed_memory": keep_freed_memory()}

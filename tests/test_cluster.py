@@ -137,7 +137,12 @@ def test_the_layer_study_on_ray_resumes_and_equals_the_single_process_study(loca
     there = study()
     assert sorted(resumed) == finished and "w8a8_calibration" not in there["seconds"]  # only the missing layers
     assert there["key"] == here["key"] and len(there["sensitivity"]) == len(here["layers"]) > 2
-    assert there["sensitivity"] == here["sensitivity"]  # every layer, every candidate, to the last bit
+    # every layer, every candidate, the same measurement: bit for bit on AMD CPUs; on Intel ones MKL's float
+    # GEMMs may sum in another order in another process (alignment-dependent paths), and errors of the tiny
+    # model's 4-bit layers moved by up to 0.4 % (1e-5 level), the near-zero 8-bit ones by up to 2e-8
+    flat = lambda study: [v for s in study["sensitivity"] for kind in ("w", "a") for v in s[kind].values()]  # noqa: E731
+    assert [list(s) for s in there["sensitivity"]] == [list(s) for s in here["sensitivity"]]
+    assert flat(there) == pytest.approx(flat(here), rel=0.02, abs=1e-7)
     assert any(float(s["a"]["4"]) > 0 for s in there["sensitivity"])  # a real measurement, not all zeros
     assert not work.exists()  # the per-layer files go once the study is written
     assert study()["cached"]  # and the study is read back, nothing measured

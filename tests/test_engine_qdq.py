@@ -179,8 +179,11 @@ def test_w4_engine_stores_int4_embedding_groups_and_stays_close(tiny_model, tmp_
         ref = tiny_model.text_encoder(ids, m).numpy()
         with deploy_mode(q, batches):
             sim = q.text_encoder(ids, m).numpy()
-    # the graph computes its deploy simulation (a rare activation lands one quantization step away)
-    assert np.abs(got - sim).mean() < F32_MEAN_ERROR and np.abs(got - sim).max() < F32_MAX_ERROR, CPU.describe()
+    # the graph computes its deploy simulation (a rare activation lands one quantization step away), on the
+    # tokens the segmenter reads: a padding token's features are masked out of the fusion (on an AMX CPU one
+    # padding token's rounding went a step the other way and moved its features by 0.18)
+    err = np.abs(got - sim)[m.numpy() > 0]
+    assert err.mean() < F32_MEAN_ERROR and err.max() < F32_MAX_ERROR, CPU.describe()
     cos = (got * ref).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(ref, axis=-1))
     assert cos[0][m.numpy()[0] > 0].min() > 0.8  # W4A8 BERT with int4 embeddings: still the same sentence
     for graph in ("segmenter.onnx", "text_encoder.onnx"):  # packed weights still run in integer kernels

@@ -266,3 +266,31 @@ def test_learning_the_activation_steps_lowers_the_error_below_rounding_alone():
         _run(q, batches, R.ReconSettings(iters=300, batch=8, domains=("vision",), learn_steps=learn))
         errors[learn] = _error(fp, q, batches)
     assert errors[True] < 0.85 * errors[False]
+
+
+def test_channel_group_inputs_learn_one_step_per_group_and_lower_the_error():
+    # RORQ's channel groups deploy as one integer GEMM per group, so a learned step must stay shared by
+    # every channel of its group; learning them must still beat rounding alone (3-bit activations).
+    from ptq4ris_core.quant.rorq import ChannelGroupQuantizer
+    errors, scales = {}, {}
+    for learn in (False, True):
+        torch.manual_seed(1)
+        wide = torch.ones(16)
+        wide[0] = 30.0  # an outlier channel: RORQ's rule gives it a group of its own
+        batches = [(torch.randn(8, 16) * wide,) for _ in range(4)]
+        fp = Toy(w_bits=8, a_bits=3)
+        q = copy.deepcopy(fp).quantize(batches)
+        for blk in q.blocks:
+            x = torch.cat([q._input_of(blk.fc1, b) for b in batches])
+            blk.fc1.input_quantizer = ChannelGroupQuantizer(3, strategy="rule")
+            blk.fc1.input_quantizer.handler.init(blk.fc1.input_quantizer, x)
+        _run(q, batches, R.ReconSettings(iters=300, batch=8, domains=("vision",), learn_steps=learn))
+        errors[learn] = _error(fp, q, batches)
+        scales[learn] = [blk.fc1.input_quantizer for blk in q.blocks]
+    for before, after in zip(scales[False], scales[True]):
+        assert int(after.groups.max()) >= 1  # the rule split the channels into several groups
+        for g in after.groups.unique():
+            in_group = after.scale[after.groups == g]
+            assert torch.allclose(in_group, in_group[0].expand_as(in_group))
+        assert not torch.allclose(after.scale, before.scale)
+    assert errors[True] < errors[False]

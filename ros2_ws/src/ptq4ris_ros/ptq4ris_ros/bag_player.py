@@ -37,7 +37,7 @@ def main(argv=None):
     from ptq4ris_core.tuning import tune_for_frames
 
     from .transport import use_large_message_profile
-    tune_for_frames()  # as the node: memory kept between frames, OpenCV on one thread
+    tune_for_frames()  # as the node: memory kept between frames
     use_large_message_profile()  # the bag's frames leave this process: they must fit its shared memory
     import numpy as np
     import rclpy

@@ -37,7 +37,7 @@ def main(argv=None):
     from ptq4ris_core.tuning import tune_for_frames
 
     from .transport import use_large_message_profile
-    tune_for_frames()  # a frame's arrays reuse the last frame's memory; OpenCV leaves the cores to the runtime
+    tune_for_frames()  # a frame's arrays reuse the last frame's memory
     profile = use_large_message_profile()  # the overlay (rgb8) is as large as a camera frame
     # rclpy's own handler would shut the context down at SIGINT while the worker is still publishing
     # (a false "publisher's context is invalid"); ours stops the worker first, then shuts down.
@@ -113,7 +113,6 @@ def _interrupt(signum, frame):
 
 
 def _make_node_class():
-    import cv2
     import numpy as np
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
@@ -124,6 +123,7 @@ def _make_node_class():
     from std_msgs.msg import String
     from std_srvs.srv import SetBool
 
+    from ptq4ris_core.frames import bounding_box
     from ptq4ris_core.ros_images import ImageInputError, as_rgb, fill_image, to_pixels
     from .params import NodeParams, validate
     from .stats import FrameStats
@@ -352,7 +352,7 @@ def _make_node_class():
                 from ptq4ris_core.frames import overlay
                 self.overlay_pub.publish(fill_image(Image(), msg.header, overlay(as_rgb(pixels, order), mask), "rgb8"))
             roi = RegionOfInterest()
-            roi.x_offset, roi.y_offset, roi.width, roi.height = (int(v) for v in cv2.boundingRect(mask))  # 0s if empty
+            roi.x_offset, roi.y_offset, roi.width, roi.height = bounding_box(mask)
             self.roi_pub.publish(roi)
             self.result_pub.publish(String(data=json.dumps({
                 "stamp": {"sec": msg.header.stamp.sec, "nanosec": msg.header.stamp.nanosec},

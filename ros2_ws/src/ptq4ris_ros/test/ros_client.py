@@ -249,7 +249,7 @@ def scenario_lifecycle(p, args):
 
 def scenario_compressed(p, args):
     """CompressedImage transport: a JPEG scene is answered at its size; a corrupt one is refused."""
-    import cv2
+    from ptq4ris_core.ros_images import jpeg_bytes
     out = {"node_seen": p.wait_for(lambda: p.comp_pub.get_subscription_count() > 0, args.get("wait", 60))}
     s = scenes(1, offset=5)[0]
     p.command_pub.publish(String(data=s.text))
@@ -257,7 +257,7 @@ def scenario_compressed(p, args):
     bad = CompressedImage(); bad.format = "jpeg"; bad.data = b"\xff\xd8 not a jpeg"
     p.send(bad, 0.5)
     c = CompressedImage(); c.format = "jpeg"; c.header.frame_id = "jpeg_1"
-    c.data = cv2.imencode(".jpg", s.image[..., ::-1])[1].tobytes()
+    c.data = jpeg_bytes(s.image)
     p.send(c)
     ok = p.wait_for(lambda: any(m.header.frame_id == "jpeg_1" for m in p.masks), 20)
     m = next((m for m in p.masks if m.header.frame_id == "jpeg_1"), None)

@@ -56,8 +56,8 @@ def test_the_build_installs_executables_params_launch_files_and_rosdep_keys(inst
     deps = [e.text for e in ET.parse(share / "package.xml").getroot().iter("exec_depend")]
     ours = yaml.safe_load((share / "rosdep.yaml").read_text(encoding="utf-8"))
     python_deps = [d for d in deps if d.startswith("python3-")]
-    standard = ("python3-numpy", "python3-opencv", "python3-yaml", "python3-pytest")  # rosdistro's own keys
-    assert {"python3-numpy", "python3-opencv"} <= set(python_deps)
+    standard = ("python3-numpy", "python3-pil", "python3-yaml", "python3-pytest")  # rosdistro's own keys
+    assert {"python3-numpy", "python3-pil"} <= set(python_deps)
     assert all(d in ours or d in standard for d in python_deps), python_deps
     assert {"python3-onnxruntime-pip", "python3-tokenizers-pip"} <= set(ours)
 
