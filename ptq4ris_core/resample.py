@@ -59,6 +59,8 @@ def area_taps(n_in: int, n_out: int):
 
 
 def _area_axis(x: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+    if x.shape[axis] == n_out:
+        return x
     index, weight = area_taps(x.shape[axis], n_out)
     shape = [1] * x.ndim
     shape[axis] = -1
