@@ -80,8 +80,10 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     if (h, w) == (height, width):
         return image
     if h >= height and w >= width:
-        if w % width == 0 and w > width:  # whole runs of pixels: Pillow's reduce adds them, in C
-            image = np.asarray(Image.fromarray(image).reduce((w // width, 1)))
+        # a side that is a whole multiple: Pillow's reduce averages its runs, in C (640 → 128 in a camera frame)
+        kw, kh = (w // width if w % width == 0 else 1), (h // height if h % height == 0 else 1)
+        if kw > 1 or kh > 1:
+            image = np.asarray(Image.fromarray(image).reduce((kw, kh)))
         out = _area_axis(_area_axis(image, width, 1), height, 0)
     else:
         out = _linear_axis(_linear_axis(image.astype(np.float32), width, 1), height, 0)
