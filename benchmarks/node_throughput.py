@@ -63,8 +63,8 @@ def camera(args):
     from std_msgs.msg import String
 
     from ptq4ris_core.data import SceneGenerator
-    from ptq4ris_ros.transport import use_large_message_profile
-    profile = None if args.camera_default_transport else use_large_message_profile()  # as README asks of a camera driver
+    from ptq4ris_ros.transport import CAMERA_PROFILE, use_profile
+    profile = None if args.camera_default_transport else use_profile(CAMERA_PROFILE)  # as README asks of a camera driver
     rclpy.init()
     node = rclpy.create_node("ptq4ris_bench_camera")
     reliability = ReliabilityPolicy.BEST_EFFORT if args.best_effort else ReliabilityPolicy.RELIABLE

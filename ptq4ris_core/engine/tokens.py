@@ -22,20 +22,28 @@ class CommandTokenizer:
         from tokenizers import Tokenizer
         path = Path(folder) / "tokenizer.json"
         try:
-            self._full = Tokenizer.from_file(str(path))
-            self._fixed = Tokenizer.from_file(str(path))
+            tok = Tokenizer.from_file(str(path))
         except Exception as e:  # noqa: BLE001 - the library raises a bare Exception for a bad file
             raise EngineError(f"the tokenizer file {path} cannot be read ({e}); re-export the engine") from e
-        self._full.no_truncation()
-        self._full.no_padding()
-        self._fixed.enable_truncation(max_tokens)
-        pad = self._fixed.token_to_id("[PAD]")
-        self._fixed.enable_padding(length=max_tokens, pad_id=0 if pad is None else pad, pad_token="[PAD]")
+        # One tokenizer, cut and padded per call by the library's own steps: a second instance configured
+        # for the fixed length cost 6 MB of the node's memory (docs/RESULTS.md, issue 22).
+        tok.no_truncation()
+        tok.no_padding()
+        self._tok = tok
+        self._specials = tok.num_special_tokens_to_add(is_pair=False)  # [CLS] and [SEP] for BERT
+        if max_tokens <= self._specials:
+            raise EngineError(f"max_tokens {max_tokens} leaves no room beside the {self._specials} special tokens; "
+                              "re-export the engine")
+        pad = tok.token_to_id("[PAD]")
+        self._pad_id = 0 if pad is None else pad
         self.max_tokens = max_tokens
 
     def count(self, text: str) -> int:
-        return len(self._full.encode(text).ids)
+        return len(self._tok.encode(text, add_special_tokens=False).ids) + self._specials
 
     def encode(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        enc = self._fixed.encode(text)
+        enc = self._tok.encode(text, add_special_tokens=False)
+        enc.truncate(self.max_tokens - self._specials)  # the words are cut, the special tokens stay
+        enc = self._tok.post_process(enc)
+        enc.pad(self.max_tokens, pad_id=self._pad_id, pad_token="[PAD]")
         return (np.array([enc.ids], dtype=np.int64), np.array([enc.attention_mask], dtype=np.int64))

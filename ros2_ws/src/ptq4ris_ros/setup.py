@@ -8,11 +8,11 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=[package_name],
-    package_data={package_name: ["fastdds_large_messages.xml"]},
+    package_data={package_name: ["fastdds_large_messages.xml", "fastdds_node_outputs.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
-        (f"share/{package_name}/config", glob("config/*.yaml") + [f"{package_name}/fastdds_large_messages.xml"]),
+        (f"share/{package_name}/config", glob("config/*.yaml") + glob(f"{package_name}/fastdds_*.xml")),
         # launch/ links to the repository's top-level launch/ folder: one copy of each launch file
         (f"share/{package_name}/launch", glob("launch/*.launch.xml")),
         (f"share/{package_name}", ["rosdep.yaml"]),

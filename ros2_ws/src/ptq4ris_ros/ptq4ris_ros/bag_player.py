@@ -36,9 +36,9 @@ def main(argv=None):
     a = build_parser().parse_args(argv)
     from ptq4ris_core.tuning import tune_for_frames
 
-    from .transport import use_large_message_profile
+    from .transport import CAMERA_PROFILE, use_profile
     tune_for_frames()  # as the node: memory kept between frames
-    use_large_message_profile()  # the bag's frames leave this process: they must fit its shared memory
+    use_profile(CAMERA_PROFILE)  # the bag's frames leave this process: they must fit its shared memory
     import numpy as np
     import rclpy
     from rclpy.executors import SingleThreadedExecutor

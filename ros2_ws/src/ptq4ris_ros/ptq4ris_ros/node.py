@@ -36,9 +36,9 @@ def main(argv=None):
 
     from ptq4ris_core.tuning import tune_for_frames
 
-    from .transport import use_large_message_profile
+    from .transport import CAMERA_PROFILE, NODE_PROFILE, use_profile
     tune_for_frames()  # a frame's arrays reuse the last frame's memory
-    profile = use_large_message_profile()  # the overlay (rgb8) is as large as a camera frame
+    profile = use_profile(NODE_PROFILE)  # masks and overlays as large as a camera frame
     # rclpy's own handler would shut the context down at SIGINT while the worker is still publishing
     # (a false "publisher's context is invalid"); ours stops the worker first, then shuts down.
     args = argv if argv is not None else sys.argv
@@ -55,7 +55,8 @@ def main(argv=None):
     signal.signal(signal.SIGINT, _interrupt)
     node = RISNode()
     if profile:
-        node.get_logger().info(f"Fast DDS profile for camera-sized messages: {profile} (load it in the camera driver too)")
+        node.get_logger().info(f"Fast DDS profile for the node's outputs: {profile} (camera drivers load "
+                               f"{CAMERA_PROFILE.name}, README)")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

@@ -49,7 +49,8 @@ def test_the_build_installs_executables_params_launch_files_and_rosdep_keys(inst
     share = install / "share" / "ptq4ris_ros"
     for exe in ("ptq4ris_node", "ptq4ris_bag_player"):
         assert os.access(install / "lib" / "ptq4ris_ros" / exe, os.X_OK), exe
-    assert (share / "config" / "params.yaml").is_file() and (share / "config" / "fastdds_large_messages.xml").is_file()
+    assert all((share / "config" / name).is_file()
+               for name in ("params.yaml", "fastdds_large_messages.xml", "fastdds_node_outputs.xml"))
     assert sorted(p.name for p in (share / "launch").iterdir()) == sorted(p.name for p in (REPO / "launch").iterdir())
     assert (install.parent / "setup.sh").exists()
     # package.xml: every non-ROS run dependency resolves through rosdistro's standard keys or our rosdep.yaml
@@ -151,6 +152,21 @@ def test_the_bag_replay_launch_remaps_the_bag_topics_onto_the_nodes():
     inc = {a.get("name"): a.get("value") for a in root.find("include").findall("arg")}
     assert cmd.startswith("ros2 bag play $(var bag)")
     assert f"$(var bag_image_topic):={inc['image']}" in cmd and f"$(var bag_command_topic):={inc['command']}" in cmd
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_the_large_message_profile_goes_to_the_frame_senders_only(path):
+    """A Fast DDS segment stays resident in the process that sends through it: the camera or the bag player
+    gets the 8 MB profile, the node keeps its own 4 MB one (transport.py), so no launch file sets it for all."""
+    root = ET.parse(path).getroot()
+    assert not [e for e in root.iter("set_env") if e.get("name") == "FASTDDS_DEFAULT_PROFILES_FILE"]
+    senders = [e for e in root.iter() if e.tag in ("node", "executable") and e.get("pkg") != "ptq4ris_ros"]
+    for sender in senders:
+        env = {e.get("name"): e.get("value") for e in sender.findall("env")}
+        assert env.get("FASTDDS_DEFAULT_PROFILES_FILE", "").endswith("/config/fastdds_large_messages.xml"), sender.attrib
+    for node in root.iter("node"):
+        if node.get("pkg") == "ptq4ris_ros":
+            assert not node.findall("env"), node.attrib
 
 
 def test_a_launch_argument_naming_a_missing_engine_is_refused_by_the_node(install, tmp_path):

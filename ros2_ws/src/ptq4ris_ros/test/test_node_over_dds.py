@@ -138,23 +138,24 @@ def test_sigint_while_frames_flow_stops_cleanly(node_factory, engine):
 
 def test_camera_sized_frames_travel_with_the_large_message_profile(node_factory, engine, monkeypatch):
     """1280x720 frames (2.8 MB) in and masks (0.9 MB) out exceed Fast DDS's default 512 KB shared-memory segments:
-    the node loads its profile by itself and says so; the peer, like a camera driver, loads it from the environment."""
-    from ptq4ris_ros.transport import PROFILE
+    the node loads its own profile by itself and says so; the peer, like a camera driver, loads the camera
+    profile from the environment."""
+    from ptq4ris_ros.transport import CAMERA_PROFILE, NODE_PROFILE
     node = node_factory({"engine_path": engine})
-    node.env = {**node.env, "FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)}  # for the peer only: the node is running
+    node.env = {**node.env, "FASTDDS_DEFAULT_PROFILES_FILE": str(CAMERA_PROFILE)}  # for the peer only: the node is running
     res = node.peer("serve", {"n": 3, "w": 1280, "h": 720})
     log = node.stop()
     assert res["answered"] == res["sent"] == 3, (res, log)
     assert all(c["stamp_ok"] and c["size_ok"] and c["result_ok"] for c in res["checks"]), res["checks"]
-    assert f"Fast DDS profile for camera-sized messages: {PROFILE}" in log
+    assert f"Fast DDS profile for the node's outputs: {NODE_PROFILE}" in log
 
 
 def test_a_best_effort_camera_with_the_profile_loses_no_frame(node_factory, engine):
     """Best-effort 640x480 frames over Fast DDS's default 512 KB segments do not arrive at all (measured: 0 of 8,
     docs/RESULTS.md); with the large-message profile in the camera process every one is answered."""
-    from ptq4ris_ros.transport import PROFILE
+    from ptq4ris_ros.transport import CAMERA_PROFILE
     node = node_factory({"engine_path": engine, "image_reliability": "best_effort"})
-    node.env = {**node.env, "FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)}  # for the peer (the camera)
+    node.env = {**node.env, "FASTDDS_DEFAULT_PROFILES_FILE": str(CAMERA_PROFILE)}  # for the peer (the camera)
     res = node.peer("serve", {"n": 4, "w": 640, "h": 480, "best_effort": True, "frame_timeout": 10})
     log = node.stop()
     assert res["answered"] == res["sent"] == 4, (res, log)
