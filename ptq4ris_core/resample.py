@@ -84,7 +84,7 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
         kw, kh = (w // width if w % width == 0 else 1), (h // height if h % height == 0 else 1)
         if kw > 1 or kh > 1:
             image = np.asarray(Image.fromarray(image).reduce((kw, kh)))
-        out = _area_axis(_area_axis(image, width, 1), height, 0)
+        out = _area_axis(_area_axis(image, height, 0), width, 1)  # rows first: their taps are whole rows
     else:
         out = _linear_axis(_linear_axis(image.astype(np.float32), width, 1), height, 0)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
