@@ -88,10 +88,12 @@ def cmd_eval(a):
         from .engine import Engine
         from .evaluate import evaluate_engine
         eng = Engine.load(a.engine, backend=a.backend, allow_unsafe=a.allow_unsafe)
-        print(f"engine: {eng.status()}\nCPU: {eng.report()['cpu']}")
+        kernels = eng.int8_kernels()
+        print(f"engine: {eng.status()}\nCPU: {eng.report()['cpu']}"
+              + (f"\nint8 kernels: {', '.join(kernels) or 'none'}" if kernels is not None else ""))
         summary = evaluate_engine(eng, a.split, a.limit, seed=a.seed)
         summary.update({"engine": a.engine, "backend": eng.backend, "precision": eng.precision,
-                        "target": eng.target, "cpu": eng.report()["cpu"]})
+                        "target": eng.target, "cpu": eng.report()["cpu"], "int8_kernels": kernels})
     elif a.quantized:
         from .calib.saved import load_quantized
         from .engine.targets import weights_for_target

@@ -1,17 +1,14 @@
 """Export targets and the engine's self-check: checks that bite on every CPU, saturating or not."""
 import importlib.util
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
-import onnx
-import onnx.numpy_helper
 import pytest
 import torch
+
+from int16_pairs import cap_took_effect, saturating_pairs, self_checks_under_avx2_cap, weight_codes
 
 from ptq4ris_core.calib.calibrate import CalibrationSet, calibrate
 from ptq4ris_core.engine import Engine, EngineError, export_engine
@@ -43,43 +40,12 @@ def engines(calibrated, tmp_path_factory):
     return {t: export_engine(q, root / t, info, batches, target=t) for t in ("portable", "vnni")}
 
 
-def _weight_codes(path):
-    """{name: int8 weight codes} of every integer layer in an ONNX graph (DequantizeLinear on an int8 constant)."""
-    graph = onnx.load(path).graph
-    consts = {t.name: t for t in graph.initializer}
-    consts.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
-    out = {}
-    for n in graph.node:
-        t = consts.get(n.input[0]) if n.op_type == "DequantizeLinear" else None
-        if t is not None and t.data_type == onnx.TensorProto.INT8 and len(t.dims) in (2, 4):
-            out[n.input[0]] = onnx.numpy_helper.to_array(t).astype(np.int32)
-    return out
-
-
-def _pairs_in_kernel_orders(w):
-    """Adjacent pairs along the reduction axis in each order an int8 GEMM may pack it: a MatMul's (K, N) weights
-    pair along K; a conv's (O, I, kh, kw) weights as im2col lays them out, input channels innermost (NHWC: ONNX
-    Runtime, OpenVINO) or outermost (NCHW)."""
-    if w.ndim == 2:
-        orders = [w.T]  # (N, K)
-    else:
-        orders = [w.transpose(0, 2, 3, 1).reshape(len(w), -1), w.reshape(len(w), -1)]
-    for o in orders:
-        k = o.shape[1] - o.shape[1] % 2
-        yield np.abs(o[:, 0:k:2]) + np.abs(o[:, 1:k:2])
-
-
-def _saturating_pairs(path) -> int:
-    """Weight pairs for which some u8 input makes the int16 pair sum overflow: 255·(|w1|+|w2|) > 32767."""
-    return sum(int((255 * s > 32767).sum()) for w in _weight_codes(path).values() for s in _pairs_in_kernel_orders(w))
-
-
 def test_portable_engine_obeys_the_int16_pair_bound_in_every_kernel_order(engines):
     for graph in ("segmenter.onnx", "text_encoder.onnx"):
-        assert len(_weight_codes(engines["portable"] / graph)) > 5
-        assert _saturating_pairs(engines["portable"] / graph) == 0, graph
+        assert len(weight_codes(engines["portable"] / graph)) > 5
+        assert saturating_pairs(engines["portable"] / graph) == 0, graph
     # and the check bites: full 8-bit weights break the bound
-    assert _saturating_pairs(engines["vnni"] / "segmenter.onnx") > 0
+    assert saturating_pairs(engines["vnni"] / "segmenter.onnx") > 0
 
 
 def test_meta_records_the_target_and_what_each_layer_stores(engines):
@@ -186,20 +152,6 @@ def test_auto_backend_says_why_and_moves_on_when_a_runtime_fails_its_check(engin
     assert second.backend != eng.backend and "failed its self-check" in second.why
 
 
-CAPPED = r"""
-import json, sys
-import openvino as ov
-from ptq4ris_core.engine import Engine
-out = {}
-for name in sys.argv[1:]:
-    eng = Engine.load(name, backend="openvino:f32", allow_unsafe=True, cache_dir=None)
-    kinds = {str(op.get_rt_info()["primitiveType"].astype(str)) for op in eng._seg.compiled.get_runtime_model().get_ordered_ops()
-             if "primitiveType" in op.get_rt_info()}
-    out[name] = {"passed": eng.self_check["passed"], "kernels": sorted(kinds)}
-print(json.dumps(out))
-"""
-
-
 @pytest.mark.skipif(not HAS_OV, reason="OpenVINO not installed")
 def test_openvino_capped_to_avx2_int8_kernels_keeps_the_portable_engine_right(engines):
     """oneDNN and OpenVINO's own kernels can be capped to AVX2 (ONEDNN_MAX_CPU_ISA, OV_CPU_MAX_ISA), which gives
@@ -207,14 +159,10 @@ def test_openvino_capped_to_avx2_int8_kernels_keeps_the_portable_engine_right(en
     its simulation there, and the vnni engine must not, wherever the cap took effect (no VNNI or AMX kernel ran)."""
     if not CPU.is_x86:
         pytest.skip(f"the ISA cap is x86's: {CPU.describe()}")
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "OV_CPU_MAX_ISA": "AVX2"}
-    run = subprocess.run([sys.executable, "-c", CAPPED, str(engines["portable"]), str(engines["vnni"])], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    res = json.loads(run.stdout.strip().splitlines()[-1])
+    res = self_checks_under_avx2_cap(engines["portable"], engines["vnni"])
     portable, vnni = res[str(engines["portable"])], res[str(engines["vnni"])]
     assert portable["passed"], (portable, CPU.describe())
-    if any("vnni" in k.lower() or "amx" in k.lower() for k in vnni["kernels"]):
+    if not cap_took_effect(vnni["kernels"]):
         pytest.skip(f"this OpenVINO build ignored the cap: {vnni['kernels']} ({CPU.describe()})")
     assert not vnni["passed"], (vnni, CPU.describe())  # the cap gives saturating kernels: the check bites
 

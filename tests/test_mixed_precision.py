@@ -1,5 +1,6 @@
 """Mixed precision: the integer program against brute force, its budgets and refusals, the LRP rules'
 conservation, the KL against SciPy, and mixq-kl end to end on the small model, into an engine."""
+import importlib.util
 import itertools
 import json
 
@@ -223,13 +224,23 @@ def test_size_budgets_above_fp32_or_below_the_smallest_are_refused_by_name(mixed
     assert plan["report"]["model_mb"] <= least + 1e-3
 
 
-def test_the_mixed_engine_runs_its_bits_and_passes_its_self_check(mixed, tmp_path):
+@pytest.fixture(scope="module")
+def mixed_engines(mixed, tmp_path_factory):
+    """The mixed model exported for every CPU (portable, the default) and with full 8-bit weights (vnni)."""
     from ptq4ris_core.calib.calibrate import CalibrationSet
-    from ptq4ris_core.engine import Engine, export_engine
+    from ptq4ris_core.engine import export_engine
     from ptq4ris_core.models import Preprocessor
-    q, report, _, _ = mixed
+    q = mixed[0]
     batches = CalibrationSet(n=2).build(q.cfg, Preprocessor(q.cfg))
-    out = export_engine(q, tmp_path / "mixed", {"quantization": {"method": "mixq-kl", "bits": "W4A4"}}, batches)
+    root = tmp_path_factory.mktemp("mixed_engines")
+    return {t: export_engine(q, root / t, {"quantization": {"method": "mixq-kl", "bits": "W4A4"}}, batches, target=t)
+            for t in ("portable", "vnni")}
+
+
+def test_the_mixed_engine_runs_its_bits_and_passes_its_self_check(mixed, mixed_engines):
+    from ptq4ris_core.engine import Engine
+    _, report, _, _ = mixed
+    out = mixed_engines["portable"]
     meta = json.loads((out / "meta.json").read_text())
     stored = meta["quantization"]["weights"]
     for name, (w, a) in report["mixed_precision"]["bits"].items():
@@ -239,6 +250,22 @@ def test_the_mixed_engine_runs_its_bits_and_passes_its_self_check(mixed, tmp_pat
     assert len({s["weight_bits"] for s in stored.values()}) >= 2 and len({s["input_bits"] for s in stored.values()}) >= 2
     eng = Engine.load(out)  # the self-check compares the integer graphs with their deploy simulation
     assert eng.self_check["passed"]
+
+
+def test_the_mixed_engine_is_right_on_cpus_without_vnni(mixed_engines):
+    """Its int8 weight codes obey the int16 pair bound in every kernel order (full 8-bit ones would not), and
+    under OpenVINO kernels capped to AVX2 (a CPU without VNNI's pair sums) it passes its self-check."""
+    from int16_pairs import cap_took_effect, saturating_pairs, self_checks_under_avx2_cap, weight_codes
+    assert weight_codes(mixed_engines["portable"] / "segmenter.onnx")  # the decoder's 8-bit layers, as int7
+    for graph in ("segmenter.onnx", "text_encoder.onnx"):
+        assert saturating_pairs(mixed_engines["portable"] / graph) == 0, graph
+    assert sum(saturating_pairs(mixed_engines["vnni"] / g) for g in ("segmenter.onnx", "text_encoder.onnx")) > 0
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("OpenVINO not installed: the AVX2 cap is OpenVINO's")
+    res = self_checks_under_avx2_cap(mixed_engines["portable"])[str(mixed_engines["portable"])]
+    if not cap_took_effect(res["kernels"]):
+        pytest.skip(f"this OpenVINO build ignored the AVX2 cap ({res['kernels']}): no saturating kernels ran")
+    assert res["passed"], res
 
 
 def test_the_picture_draws_bits_per_layer_over_importance(mixed, tmp_path):

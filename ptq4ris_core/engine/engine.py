@@ -93,6 +93,17 @@ class _OvRunner:
         self.outputs = [set(o.get_names()) for o in self.compiled.outputs]  # one tensor may carry several names
         self.request, self._bound = self.compiled.create_infer_request(), {}
 
+    def int8_kernels(self) -> list[str]:
+        """The kernels OpenVINO chose for the layers it runs at int8/uint8 (e.g. brgemm_avx512_amx_I8 with AMX,
+        jit_avx2_I8 without VNNI): which int16-pair behaviour the integer layers get on this CPU."""
+        kinds = set()
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            rt = op.get_rt_info()
+            prec = str(rt["runtimePrecision"].astype(str)).lower() if "runtimePrecision" in rt else ""
+            if "primitiveType" in rt and prec in ("i8", "u8"):
+                kinds.add(str(rt["primitiveType"].astype(str)))
+        return sorted(kinds)
+
     def __call__(self, feeds):
         # Inputs are bound without a copy, and only when they change: the command's word features stay
         # bound from one frame to the next.
@@ -314,6 +325,12 @@ class Engine:
         """What the integer weights store: portable, vnni, or float (an FP32 engine)."""
         t = self.meta.get("quantization", {}).get("target")
         return t["stored"] if t else "float"
+
+    def int8_kernels(self) -> list[str] | None:
+        """The int8 kernels OpenVINO runs the integer layers of both graphs with; None on ONNX Runtime, which
+        does not say (its MLAS kernels follow the CPU's flags: ``cpu.py``)."""
+        runners = [r for r in (self._text, self._seg) if isinstance(r, _OvRunner)]
+        return sorted({k for r in runners for k in r.int8_kernels()}) if runners else None
 
     def describe(self) -> str:
         q = self.meta.get("quantization", {})
