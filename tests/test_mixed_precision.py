@@ -97,6 +97,34 @@ def test_an_empty_candidate_set_is_refused():
         get_method("mixq-lrp", a_cands="4/6")
 
 
+def test_unmeasurable_rises_get_a_floor_that_grows_as_the_bits_fall():
+    """A rise measured as 0 is below the study's resolution, not free: it gets the smallest positive rise
+    scaled by 4 per bit below the highest candidate under 8, and no setting costs less than one with more bits."""
+    from ptq4ris_core.mixed.sensitivity import resolved
+    measured = [{3: 0.0, 4: 0.0, 6: 0.0, 8: 0.0},        # nothing measurable
+                {3: 2e-5, 4: 3e-5, 6: 1e-6, 8: 0.0},     # 4 bits measured worse than 3: chance
+                {3: 9e-5, 4: 4e-5, 6: 5e-6, 8: 0.0}]     # monotone and above the floor: as measured
+    r = 1e-6  # the smallest positive rise
+    zero, chance, clean = resolved(measured)
+    assert zero == pytest.approx({8: 0.0, 6: r, 4: 16 * r, 3: 64 * r})
+    assert chance == pytest.approx({8: 0.0, 6: 1e-6, 4: 3e-5, 3: 6.4e-5})
+    assert clean == measured[2]
+
+
+def test_with_room_in_the_budget_unmeasurable_layers_keep_more_bits():
+    """Taken at face value, zeros leave such layers at the lowest candidate although the budget has room;
+    resolved, the program spends the budget on them."""
+    from ptq4ris_core.mixed.sensitivity import resolved
+    p = _problem(seed=4)
+    p.w_err = [{b: 0.0 for b in e} for e in p.w_err]  # no weight rise measurable anywhere
+    p.w_err[0] = {2: 1e-3, 4: 1e-4, 8: 0.0}
+    size, bops = uniform_budget(p, 6, 6)
+    at_face_value = allocate(p, size, bops)
+    p.w_err = resolved(p.w_err)
+    spent = allocate(p, size, bops)
+    assert spent["size_bits"] > at_face_value["size_bits"] and spent["size_bits"] <= size and spent["bops"] <= bops
+
+
 def test_mask_kl_equals_scipys_relative_entropy():
     torch.manual_seed(0)
     ref, other = torch.randn(2, 2, 5, 7), torch.randn(2, 2, 5, 7)

@@ -24,7 +24,7 @@ from ..files import cache_home
 from ..models import Preprocessor
 from .importance import kl_importance, lrp_relevance, normalized, synergy
 from .profile import layer_costs, neighbours
-from .sensitivity import sensitivities
+from .sensitivity import resolved, sensitivities
 
 STUDY_VERSION = 1
 
@@ -219,9 +219,9 @@ def problem(study: dict, importance: str, w_cands=None, a_cands=None):
                    params=np.array([l["params"] for l in layers], dtype=float),
                    macs=np.array([l["macs"] for l in layers], dtype=float),
                    matmul=np.array([l["kind"] == "matmul" for l in layers]),
-                   w_err=[{int(b): e for b, e in s["w"].items() if w_cands is None or int(b) in w_cands}
-                          for s in study["sensitivity"]],
-                   a_err=[{int(b): e for b, e in s["a"].items() if a_cands is None or int(b) in a_cands}
-                          for s in study["sensitivity"]],
+                   w_err=resolved([{int(b): e for b, e in s["w"].items() if w_cands is None or int(b) in w_cands}
+                                   for s in study["sensitivity"]]),
+                   a_err=resolved([{int(b): e for b, e in s["a"].items() if a_cands is None or int(b) in a_cands}
+                                   for s in study["sensitivity"]]),
                    importance=np.asarray(scores, dtype=float),
                    pairs=[tuple(p) for p in study["pairs"]], synergy=np.asarray(study["synergy"], dtype=float))
