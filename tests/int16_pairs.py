@@ -41,7 +41,6 @@ def saturating_pairs(path) -> int:
     return sum(int((255 * s > 32767).sum()) for w in weight_codes(path).values() for s in pairs_in_kernel_orders(w))
 
 
-
 CAPPED = r"""
 import json, sys
 from ptq4ris_core.engine import Engine

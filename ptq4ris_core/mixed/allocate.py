@@ -11,8 +11,9 @@ the layer has only that side quantized): one-hot binaries x_{l,c}.
 
 with w_l = Σ_c w_c x_{l,c}; Ω_l the importance over its mean (1 = an average layer) plus 0.01; e_l the measured
 sensitivity (floored where too small to measure: ``sensitivity.resolved``); ē the mean over layers of each
-layer's largest e_l(w) + e_l(a) (its error at the lowest candidates, so that λ has no unit); Ŝ the synergy over its largest value; Δ the widest gap between candidates. A side
-(weights or inputs) that one of the two layers does not quantize adds no coupling for that pair. The squares are exact: (w_l − w_m)² takes
+layer's largest e_l(w) + e_l(a) (its error at the lowest candidates, so that λ has no unit); Ŝ the synergy over
+its largest value; Δ the widest gap between candidates. A side (weights or inputs) that one of the two layers
+does not quantize adds no coupling for that pair. The squares are exact: (w_l − w_m)² takes
 only the values d² for the possible gaps d, and the convex piecewise-linear function through those points
 (its secants) equals d² at each of them, so t ≥ each secant with t minimized is exact.
 """

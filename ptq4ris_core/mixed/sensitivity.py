@@ -117,7 +117,8 @@ def resolved(measured: list[dict]) -> list[dict]:
     below8 = sorted({b for layer in measured for b in layer if b != 8})
     if not below8:
         return [dict(layer) for layer in measured]
-    r, top = (min(positive) if positive else 1e-9), below8[-1]
+    r = min(positive) if positive else 1e-9  # nothing measurable anywhere: any r > 0 orders the bits
+    top = below8[-1]
     out = []
     for layer in measured:
         costs, floor_above = {}, 0.0
@@ -126,4 +127,3 @@ def resolved(measured: list[dict]) -> list[dict]:
             costs[b] = floor_above = e
         out.append(costs)
     return out
-
